@@ -1,0 +1,5 @@
+import sys
+
+from simplear.cli import main
+
+sys.exit(main())
