@@ -1,0 +1,267 @@
+"""The fast engine: a lean decode loop over the weights of a stock `Qwen2ForCausalLM`.
+
+What makes it fast (after gpt-fast), none of which changes the computed function:
+- a preallocated (static) KV cache written in place at explicit slots, so no tensor grows;
+- fused projections (q|k|v and gate|up concatenated once), one mask per forward shared by all
+  layers, grouped-query attention without repeating the key/value heads;
+- a visual-only output head: the `lm_head` rows of the visual ids (a view, no copy), so the
+  per-step head costs `codebook_size` rows instead of the whole vocabulary and nothing needs
+  clamping;
+- CFG as one doubled batch; on CUDA the one-token step is captured once as a CUDA graph (and
+  optionally `torch.compile`d) and replayed, so a step costs one launch instead of hundreds.
+
+The engine moves token ids only; it knows nothing about text. `forward(ids, slots, start)` is
+the one primitive (prefill, one-token decode and Jacobi's ragged blocks all use it); the weights
+are a snapshot taken at construction (call `refresh()` after changing the model).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from simplear.sampling.batch import check_vocab, make_prompt_batch
+from simplear.sampling.config import SamplingConfig
+from simplear.sampling.logits import draw, probs_from_logits, split_cfg
+from simplear.sampling.result import SampleResult
+
+
+@dataclass
+class _Layer:
+    ln1: torch.Tensor
+    wqkv: torch.Tensor
+    bqkv: torch.Tensor | None
+    wo: torch.Tensor
+    ln2: torch.Tensor
+    wgu: torch.Tensor
+    wd: torch.Tensor
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # Same arithmetic as Qwen2RMSNorm (float32 statistics, cast back, then scale).
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class FastEngine:
+    """Static-cache sampler for one model and one visual range (`visual_offset`, `codebook_size`).
+
+    compile: wrap the one-token step in `torch.compile` (CPU or CUDA).
+    cuda_graphs: capture the one-token step as a CUDA graph (default: on when the model is on CUDA).
+    """
+
+    def __init__(
+        self,
+        model,
+        visual_offset: int,
+        codebook_size: int,
+        *,
+        compile: bool = False,
+        cuda_graphs: bool | None = None,
+    ):
+        cfg = model.config
+        if getattr(cfg, "use_sliding_window", False):
+            raise ValueError("FastEngine does not implement sliding-window attention; use reference_sample")
+        check_vocab(model, visual_offset, codebook_size, 1)
+        self.model = model
+        self.visual_offset = int(visual_offset)
+        self.codebook_size = int(codebook_size)
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.compile = compile
+        self.cuda_graphs = (self.device.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise ValueError("cuda_graphs=True needs the model on a CUDA device")
+        self._cos = self._sin = None
+        self._cache_key = None
+        self._graph = None
+        self._step_fn = torch.compile(self._step, dynamic=False) if compile else self._step
+        self.refresh()
+
+    # -- weights -------------------------------------------------------------------------
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """(Re)take the weight snapshot; needed only after the model's weights changed."""
+        inner = self.model.model
+        self.embed = inner.embed_tokens.weight
+        self.final_norm = inner.norm.weight
+        # The visual rows of the output head: a contiguous view, index i is code i.
+        head = self.model.get_output_embeddings().weight
+        self.head = head[self.visual_offset : self.visual_offset + self.codebook_size]
+        self.layers = []
+        for layer in inner.layers:
+            att, mlp = layer.self_attn, layer.mlp
+            biases = [att.q_proj.bias, att.k_proj.bias, att.v_proj.bias]
+            self.layers.append(
+                _Layer(
+                    ln1=layer.input_layernorm.weight,
+                    wqkv=torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]),
+                    bqkv=None if any(b is None for b in biases) else torch.cat(biases),
+                    wo=att.o_proj.weight,
+                    ln2=layer.post_attention_layernorm.weight,
+                    wgu=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                    wd=mlp.down_proj.weight,
+                )
+            )
+        self._graph = None  # a captured graph holds the old weights' addresses
+
+    @torch.no_grad()
+    def _rope_table(self, length: int) -> None:
+        if self._cos is not None and self._cos.shape[0] >= length:
+            return
+        # Use the model's own rotary module so any RoPE variant in its config is honoured.
+        positions = torch.arange(length, device=self.device)[None]
+        dummy = torch.empty(0, device=self.device, dtype=self.dtype)
+        cos, sin = self.model.model.rotary_emb(dummy, positions)
+        self._cos, self._sin = cos[0].contiguous(), sin[0].contiguous()
+
+    # -- cache ---------------------------------------------------------------------------
+    def allocate(self, rows: int, length: int) -> None:
+        """Preallocate the KV cache for `rows` sequences of up to `length` tokens."""
+        if self._cache_key == (rows, length):
+            return
+        self._graph = None
+        self.k_cache = self.v_cache = None  # free the old cache before making the new one
+        shape = (rows, self.num_kv_heads, length, self.head_dim)
+        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self._cache_key = (rows, length)
+        self._rope_table(length)
+
+    # -- the one primitive ---------------------------------------------------------------
+    def forward(self, ids: torch.Tensor, slots: torch.Tensor, start: torch.Tensor, kv_len: int | None = None):
+        """Visual logits (R×T×K, float32) of tokens `ids` (R×T) written at cache `slots` (R×T).
+
+        Row r's real tokens begin at cache column `start[r]`; its position id is `slot - start`.
+        Attention covers cache columns [start[r], slot] of the row (and the token itself, so
+        padding rows never see an empty set). `kv_len` limits attention to the first columns.
+        """
+        return self._forward(ids, slots, start, kv_len or self._cache_key[1]).float()
+
+    def _forward(self, ids, slots, start, kv_len: int):
+        rows, width = ids.shape
+        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        group = heads // kv_heads
+        x = F.embedding(ids, self.embed)
+        positions = (slots - start[:, None]).clamp(min=0)
+        cos, sin = self._cos[positions][:, None], self._sin[positions][:, None]  # R×1×T×D
+        columns = torch.arange(kv_len, device=ids.device)
+        own = columns == slots[..., None]
+        mask = ((columns <= slots[..., None]) & (columns >= start[:, None, None])) | own  # R×T×S
+        # Grouped-query attention: the `group` query heads of a KV head become extra query rows.
+        mask = mask[:, None, None].expand(rows, 1, group, width, kv_len).reshape(rows, 1, group * width, kv_len)
+        row_index = torch.arange(rows, device=ids.device)[:, None]
+        for layer, k_cache, v_cache in zip(self.layers, self.k_cache, self.v_cache):
+            h = _rms(x, layer.ln1, self.eps)
+            q, k, v = F.linear(h, layer.wqkv, layer.bqkv).split([heads * dim, kv_heads * dim, kv_heads * dim], -1)
+            q = _rope(q.view(rows, width, heads, dim).transpose(1, 2), cos, sin)
+            k = _rope(k.view(rows, width, kv_heads, dim).transpose(1, 2), cos, sin)
+            k_cache[row_index, :, slots] = k.transpose(1, 2)
+            v_cache[row_index, :, slots] = v.view(rows, width, kv_heads, dim)
+            q = q.reshape(rows, kv_heads, group * width, dim)
+            att = F.scaled_dot_product_attention(q, k_cache[:, :, :kv_len], v_cache[:, :, :kv_len], attn_mask=mask)
+            att = att.view(rows, heads, width, dim).transpose(1, 2).reshape(rows, width, heads * dim)
+            x = x + F.linear(att, layer.wo)
+            gate, up = F.linear(_rms(x, layer.ln2, self.eps), layer.wgu).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.wd)
+        return F.linear(_rms(x, self.final_norm, self.eps), self.head)
+
+    def _step(self, ids, slots, start):
+        # The one-token decode step over the whole static cache (fixed shapes: compilable, graphable).
+        return self._forward(ids, slots, start, self._cache_key[1])[:, -1].float()
+
+    # -- decoding ------------------------------------------------------------------------
+    def _decode_step(self, ids, slots, start, kv_len: int):
+        """One token per row; uses the CUDA graph / compiled step when enabled."""
+        if self.cuda_graphs:
+            if self._graph is None:
+                self._capture(ids, slots, start)
+            self._static_ids.copy_(ids)
+            self._static_slots.copy_(slots)
+            self._static_start.copy_(start)
+            self._graph.replay()
+            return self._static_out
+        if self.compile:
+            return self._step_fn(ids, slots, start)
+        return self._forward(ids, slots, start, kv_len)[:, -1].float()
+
+    def _capture(self, ids, slots, start) -> None:
+        # Warm up on a side stream (as torch.cuda.graphs requires), then record the step once.
+        # The warm-up writes this very step's keys/values, which the replay rewrites identically.
+        self._static_ids, self._static_slots, self._static_start = ids.clone(), slots.clone(), start.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self._step_fn(self._static_ids, self._static_slots, self._static_start)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._static_out = self._step_fn(self._static_ids, self._static_slots, self._static_start)
+        self._graph = graph
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        cond_ids: Sequence | torch.Tensor,
+        uncond_ids: Sequence | torch.Tensor | None,
+        *,
+        num_tokens: int,
+        generator: torch.Generator | None = None,
+        config: SamplingConfig | None = None,
+        pad_id: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SampleResult:
+        """Same contract and same random-number use as `reference_sample`, so equal seeds agree."""
+        config = config or SamplingConfig()
+        if num_tokens < 1:
+            raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+        batch = make_prompt_batch(cond_ids, uncond_ids, config, device=self.device, pad_id=pad_id)
+        rows, length = batch.rows, batch.length
+        self.allocate(rows, length + num_tokens)
+        codes = torch.empty((batch.num_images, num_tokens), dtype=torch.long, device=self.device)
+        started = time.perf_counter()
+
+        # 1. Prefill every prompt column at once (eager: its shape changes with the prompt).
+        slots = torch.arange(length, device=self.device)[None].expand(rows, length)
+        logits = self.forward(batch.ids, slots, batch.start, kv_len=length)[:, -1]
+        slot = torch.full((rows, 1), length, dtype=torch.long, device=self.device)
+        for step in range(num_tokens):
+            # 2. CFG, filters and the draw: the same pure functions as the reference sampler.
+            probs = probs_from_logits(split_cfg(logits, config), config)
+            codes[:, step] = draw(probs, generator)
+            if progress is not None:
+                progress(step + 1, num_tokens)
+            if step + 1 == num_tokens:
+                break
+            next_ids = codes[:, step] + self.visual_offset
+            if config.uses_cfg:
+                next_ids = torch.cat([next_ids, next_ids])
+            # 3. One token per row at the next cache column.
+            logits = self._decode_step(next_ids[:, None], slot, batch.start, length + step + 1)
+            slot = slot + 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        stats = {
+            "sampler": "engine",
+            "tokens": num_tokens,
+            "forward_passes": num_tokens,
+            "tokens_per_forward": 1.0,
+            "seconds": time.perf_counter() - started,
+        }
+        return SampleResult(codes, stats)

@@ -1,0 +1,87 @@
+"""Small pure functions that turn model logits into a drawn visual code.
+
+The sampling loop of every sampler is written with these, in this order:
+`visual_logits` (restrict to the codebook, so nothing ever needs clamping) ->
+`cfg_combine` (`u + s * (c - u)`) -> `probs_from_logits` (temperature, top-k, top-p) -> `draw`.
+
+`draw` uses the exponential-race form of categorical sampling (argmax of p / E with
+E ~ Exp(1)), which draws exactly from p, works unchanged on one-hot (greedy) distributions and
+consumes the same random numbers for the same shapes, so two samplers that produce the same
+probabilities with the same generator produce the same codes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from simplear.sampling.config import SamplingConfig
+
+
+def visual_logits(logits: torch.Tensor, visual_offset: int, codebook_size: int) -> torch.Tensor:
+    """The logits of the visual ids only (last dim `codebook_size`); index i is code i."""
+    if logits.shape[-1] < visual_offset + codebook_size:
+        raise ValueError(
+            f"model has {logits.shape[-1]} output ids, fewer than visual_offset + codebook_size = "
+            f"{visual_offset + codebook_size}"
+        )
+    return logits[..., visual_offset : visual_offset + codebook_size]
+
+
+def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance on logits: `u + s * (c - u)`."""
+    return uncond + scale * (cond - uncond)
+
+
+def split_cfg(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
+    """Rows [0, B) conditional, [B, 2B) unconditional -> B combined rows (identity without CFG)."""
+    if not config.uses_cfg:
+        return logits
+    half = logits.shape[0] // 2
+    return cfg_combine(logits[:half], logits[half:], config.cfg_scale)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Set everything below the k-th largest logit to -inf (k = 0 or k >= size keeps all)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest most-likely set whose probability reaches p."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    sorted_probs = sorted_logits.softmax(dim=-1)
+    # Drop a code when the mass strictly before it already reaches p; the top code always stays.
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+    drop_sorted = mass_before >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def probs_from_logits(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
+    """Final sampling distribution (float32, rows sum to 1) after temperature/top-k/top-p.
+
+    Greedy settings give a one-hot distribution, so speculative acceptance rules and `draw`
+    need no special case for them.
+    """
+    logits = logits.float()
+    if config.greedy:
+        return torch.zeros_like(logits).scatter_(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
+    logits = logits / config.temperature
+    logits = top_k_filter(logits, config.top_k)
+    logits = top_p_filter(logits, config.top_p)
+    return logits.softmax(dim=-1)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One code per row from `probs` (…×K): argmax of p / E with E ~ Exp(1), i.e. exactly p."""
+    race = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / race).argmax(dim=-1)
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
+    """U[0, 1) numbers from `generator` (used by the speculative acceptance test)."""
+    return torch.rand(shape, generator=generator, device=device)
