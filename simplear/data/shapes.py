@@ -73,13 +73,13 @@ GENEVAL_POSITION_THRESHOLD = 0.1
 
 def _check_class(cls: str, field_name: str = "class") -> str:
     if cls not in CLASSES:
-        raise ValueError(f"unknown {field_name} {cls!r}; allowed: {', '.join(CLASSES)}")
+        raise ValueError(f"{field_name}: unknown class {cls!r}; allowed: {', '.join(CLASSES)}")
     return cls
 
 
 def _check_color(color: str, field_name: str = "color") -> str:
     if color not in COLORS:
-        raise ValueError(f"unknown {field_name} {color!r}; allowed: {', '.join(COLORS)}")
+        raise ValueError(f"{field_name}: unknown color {color!r}; allowed: {', '.join(COLORS)}")
     return color
 
 
@@ -275,16 +275,22 @@ def _background_array(bg: Background, resolution: int) -> np.ndarray:
     """H x W x 3 float32 background; luminance noise is clipped so the limits always hold."""
     r = resolution
     coords = (np.arange(r, dtype=np.float32) + 0.5) / r - 0.5
-    c, s = math.cos(bg.angle), math.sin(bg.angle)
-    t = np.clip(coords[None, :] * c + coords[:, None] * s + 0.5, 0.0, 1.0)[..., None]
-    a = np.asarray(bg.color_a, dtype=np.float32)
-    b = np.asarray(bg.color_b, dtype=np.float32)
+    c, s = np.float32(math.cos(bg.angle)), np.float32(math.sin(bg.angle))
+    t = np.clip(coords[None, :] * c + coords[:, None] * s + np.float32(0.5), 0.0, 1.0)
     rng = np.random.default_rng(bg.seed)
     cells = rng.uniform(-1.0, 1.0, size=(bg.texture_cells, bg.texture_cells)).astype(np.float32)
     texture = np.asarray(Image.fromarray(cells).resize((r, r), Image.BICUBIC))
-    noise = bg.texture_amp * texture + rng.normal(0.0, bg.grain, size=(r, r)).astype(np.float32)
-    noise = np.clip(noise, -BACKGROUND_MAX_NOISE, BACKGROUND_MAX_NOISE)
-    return a * (1.0 - t) + b * t + noise[..., None]
+    noise = rng.standard_normal(size=(r, r), dtype=np.float32)
+    noise *= np.float32(bg.grain)
+    noise += np.float32(bg.texture_amp) * texture
+    np.clip(noise, -BACKGROUND_MAX_NOISE, BACKGROUND_MAX_NOISE, out=noise)
+    # Channel by channel, in place: about twice as fast as broadcasting over an H x W x 3 array.
+    out = np.empty((r, r, 3), dtype=np.float32)
+    for ch in range(3):
+        a, b = bg.color_a[ch], bg.color_b[ch]
+        np.multiply(t, np.float32(b - a), out=out[..., ch])
+        out[..., ch] += noise + np.float32(a)
+    return out
 
 
 def render_array(scene: Scene, resolution: int) -> np.ndarray:
