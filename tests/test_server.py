@@ -261,3 +261,8 @@ def test_stream_sends_partial_images_then_completed():
     assert first.size == (32, 32) and first.getpixel((0, 31)) == (128, 128, 128)
     assert [e["seed"] for e in done] == [3, 4]
     assert decode_b64(done[1]["b64_json"]).getpixel((0, 0)) == colour("a heart", 4)
+
+
+def make_pipeline(tmp_dir):
+    """The pipeline the end-to-end server tests serve (the real one on a tiny bundle once it exists)."""
+    return FakePipeline()

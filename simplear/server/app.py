@@ -189,6 +189,9 @@ class _Service:
             return self.batcher.submit(job)
         except QueueFull:
             raise queue_full(self.config.batching.retry_after_s) from None
+        except JobCancelled as err:
+            raise APIError(503, str(err), type="server_error", code="shutting_down",
+                           headers={"Retry-After": str(self.config.batching.retry_after_s)}) from None
 
     async def wait(self, job: ImageJob, future) -> list:
         remaining = self.config.batching.timeout_s - (time.monotonic() - job.submitted_at)
@@ -221,6 +224,7 @@ def create_app(pipeline, config: ServerConfig | None = None):
 
     @asynccontextmanager
     async def lifespan(app):
+        service.batcher.open()
         yield
         service.batcher.close()
 

@@ -107,7 +107,7 @@ class Batcher:
             raise ValueError(f"n={job.n} is above the batch limit of {self.config.max_batch_images} images")
         with self._cond:
             if self._closed:
-                raise RuntimeError("the batcher is closed")
+                raise JobCancelled("the server is shutting down")
             if len(self._queue) >= self.config.max_queue:
                 raise QueueFull(f"{len(self._queue)} requests already queued")
             self._ensure_thread()
@@ -123,6 +123,11 @@ class Batcher:
     @property
     def mean_batch_images(self) -> float:
         return self.images_run / self.batches_run if self.batches_run else 0.0
+
+    def open(self) -> None:
+        """Accept jobs again after `close` (an ASGI app may see several lifespans)."""
+        with self._cond:
+            self._closed = False
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop the worker after the running batch; queued jobs fail with JobCancelled."""

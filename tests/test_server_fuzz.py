@@ -1,0 +1,32 @@
+"""Schemathesis fuzzes the API from its own OpenAPI document: no input may give a 5xx.
+
+Runs in-process over ASGI on the fake pipeline (what is tested is validation and error
+handling, not sampling), with a bounded number of examples per operation, both schema-valid and
+schema-violating ones, so it stays a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, settings  # noqa: E402
+from test_server import FakePipeline  # noqa: E402
+
+from simplear.server.app import ServerConfig, create_app  # noqa: E402
+from simplear.server.batching import BatchingConfig  # noqa: E402
+
+APP = create_app(FakePipeline(), ServerConfig(max_n=4, batching=BatchingConfig(max_wait_ms=0)))
+SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@SCHEMA.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_no_input_gives_a_server_error(case):
+    response = case.call()
+    assert response.status_code < 500, (case.body, response.status_code, response.text[:500])
+    if response.status_code >= 400:
+        error = json.loads(response.text)["error"]
+        assert isinstance(error["message"], str) and error["message"]

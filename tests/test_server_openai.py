@@ -1,0 +1,76 @@
+"""The official `openai` client, unchanged, against a real uvicorn server on loopback.
+
+Non-streaming (b64_json and url) and streaming (partial images, then the completed image) calls;
+the error path raises the client's own exception types with our message.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("uvicorn")
+
+from test_server import make_pipeline  # noqa: E402
+
+from simplear.server.app import ServerConfig, create_app  # noqa: E402
+from simplear.server.run import background_server  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    pipe = make_pipeline(tmp_path_factory.mktemp("bundle"))
+    app = create_app(pipe, ServerConfig(model_id="tiny", max_n=2))
+    with background_server(app) as base_url:
+        client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+        yield client, base_url, pipe
+
+
+def size_of(pipe) -> int:
+    return int(pipe.config.image_size)
+
+
+def test_images_generate_b64_and_url(served):
+    client, _, pipe = served
+    size = size_of(pipe)
+    result = client.images.generate(prompt="a photo of two red circles", n=2, size=f"{size}x{size}",
+                                    response_format="b64_json", extra_body={"seed": 5, "cfg_scale": 2.0})
+    assert len(result.data) == 2
+    images = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in result.data]
+    assert all(im.size == (size, size) for im in images)
+    again = client.images.generate(prompt="a photo of two red circles", n=1, model="tiny",
+                                   extra_body={"seed": 5, "cfg_scale": 2.0})
+    # The same seed reproduces the same image, whatever shared its batch.
+    assert again.data[0].b64_json == result.data[0].b64_json
+
+    via_url = client.images.generate(prompt="a blue star", response_format="url")
+    import httpx
+
+    fetched = httpx.get(via_url.data[0].url, timeout=30)
+    assert fetched.status_code == 200
+    assert Image.open(io.BytesIO(fetched.content)).size == (size, size)
+
+
+def test_images_generate_stream(served):
+    client, _, pipe = served
+    events = list(client.images.generate(prompt="a green heart", stream=True, partial_images=2,
+                                         extra_body={"seed": 1}))
+    kinds = [e.type for e in events]
+    assert kinds.count("image_generation.partial_image") == 2
+    assert kinds[-1] == "image_generation.completed"
+    final = Image.open(io.BytesIO(base64.b64decode(events[-1].b64_json)))
+    assert final.size == (size_of(pipe), size_of(pipe))
+
+
+def test_errors_surface_as_openai_exceptions(served):
+    client, _, _ = served
+    with pytest.raises(openai.BadRequestError) as err:
+        client.images.generate(prompt="a circle", n=99)
+    assert "limit" in err.value.message and err.value.body["param"] == "n"
+    with pytest.raises(openai.NotFoundError):
+        client.images.generate(prompt="a circle", model="dall-e-3")
+    assert client.models.list().data[0].id == "tiny"
