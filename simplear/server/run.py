@@ -64,3 +64,16 @@ def background_server(app, host: str = "127.0.0.1", port: int = 0, startup_timeo
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def serve(model: str | None = None, visual_tokenizer: str | None = None, device: str | None = None,
+          host: str = "127.0.0.1", port: int = 8000, config=None, allow_public: bool = False) -> None:
+    """Load a model bundle (None = the embedded default) and serve it until interrupted."""
+    _check_host(host, allow_public)  # before the (slow) model load
+    from simplear.pipeline import Pipeline
+    from simplear.server.app import ServerConfig, create_app
+
+    pipeline = Pipeline.from_pretrained(model, visual_tokenizer=visual_tokenizer, device=device)
+    config = config or ServerConfig()
+    print(f"simplear: serving {config.model_id} at http://{host}:{port}/ (API under /v1, docs at /docs)", flush=True)
+    run_server(create_app(pipeline, config), host=host, port=port, allow_public=allow_public)
