@@ -134,28 +134,29 @@ def long_caption(scene: Scene) -> str:
 
 
 def short_variants(scene: Scene, rng: np.random.Generator) -> list[str]:
-    """Two natural short captions from templates, using the scene's true colours."""
+    """Three natural short captions from templates: with true colours, `there is/are`, plain."""
     include = scene.metadata["include"]
     placed = [i for i, c in enumerate(include) if "position" in c]
-    colored = bool(rng.random() < 0.7)
-    if placed:
-        i = placed[0]
-        rel, ref = include[i]["position"]
-        core = f"{_clause_phrase(scene, i, colored)} {_NATURAL_RELATION[rel]} {_clause_phrase(scene, ref, colored)}"
-        plain = f"{_clause_phrase(scene, i, not colored)} {rel} {_clause_phrase(scene, ref, not colored)}"
-    else:
-        phrases = [_clause_phrase(scene, i, colored) for i in range(len(include))]
-        core = _join(phrases)
-        plain = _join([_clause_phrase(scene, i, not colored) for i in reversed(range(len(include)))])
+
+    def phrase(colored: bool, natural: bool) -> str:
+        if placed:
+            i = placed[0]
+            rel, ref = include[i]["position"]
+            rel = _NATURAL_RELATION[rel] if natural else rel
+            return f"{_clause_phrase(scene, i, colored)} {rel} {_clause_phrase(scene, ref, colored)}"
+        order = list(range(len(include)))
+        if not natural:
+            order.reverse()  # "a heart and a circle": word order carries no meaning here
+        return _join([_clause_phrase(scene, i, colored) for i in order])
+
     plural = len(scene.objects) > 1 and len(include) == 1
     prefix = _PREFIXES[int(rng.integers(len(_PREFIXES)))]
-    there = f"there {'are' if plural else 'is'} "
-    second = there + plain if rng.random() < 0.5 else plain
-    return [prefix + core, second]
+    there = f"there {'are' if plural else 'is'} {phrase(bool(rng.random() < 0.6), True)}"
+    return [prefix + phrase(True, True), there, phrase(False, bool(rng.random() < 0.5))]
 
 
 def scene_captions(scene: Scene, rng: np.random.Generator | int | None = None) -> list[str]:
-    """`[canonical GenEval prompt, long caption, short variant, short variant]`, deduplicated."""
+    """`[canonical GenEval prompt, long caption, *short variants]`, deduplicated."""
     if rng is None or isinstance(rng, (int, np.integer)):
         rng = np.random.default_rng(0 if rng is None else int(rng))
     captions = [canonical_prompt(scene.metadata), long_caption(scene), *short_variants(scene, rng)]

@@ -1,0 +1,132 @@
+"""ShapesWorld captions: GenEval's canonical phrasings, natural variants, truthful long captions."""
+
+import numpy as np
+import pytest
+
+from simplear.data.captions import canonical_prompt, noun_phrase, scene_captions, scene_metadata
+from simplear.data.shapes import COLORS, TAGS, sample_scene, scene_from_metadata
+
+
+@pytest.mark.parametrize(
+    "meta, prompt",
+    [
+        (
+            {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}]},
+            "a photo of a red circle",
+        ),
+        (
+            {
+                "tag": "counting",
+                "include": [{"class": "star", "count": 2}],
+                "exclude": [{"class": "star", "count": 3}],
+            },
+            "a photo of two stars",
+        ),
+        (
+            {
+                "tag": "two_object",
+                "include": [{"class": "circle", "count": 1}, {"class": "heart", "count": 1}],
+            },
+            "a photo of a circle and a heart",
+        ),
+        (
+            {
+                "tag": "position",
+                "include": [
+                    {"class": "square", "count": 1},
+                    {"class": "cross", "count": 1, "position": ["left of", 0]},
+                ],
+            },
+            "a photo of a cross left of a square",
+        ),
+        (
+            {
+                "tag": "color_attr",
+                "include": [
+                    {"class": "star", "count": 1, "color": "purple"},
+                    {"class": "triangle", "count": 1, "color": "orange"},
+                ],
+            },
+            "a photo of a purple star and an orange triangle",
+        ),
+        ({"tag": "single_object", "include": [{"class": "cross", "count": 1}]}, "a photo of a cross"),
+        (
+            {
+                "tag": "counting",
+                "include": [{"class": "cross", "count": 4}],
+                "exclude": [{"class": "cross", "count": 5}],
+            },
+            "a photo of four crosses",
+        ),
+    ],
+)
+def test_canonical_geneval_phrasings(meta, prompt):
+    assert canonical_prompt(meta) == prompt
+
+
+def test_articles_and_plurals():
+    assert noun_phrase("heart", 1, "orange") == "an orange heart"
+    assert noun_phrase("heart", 1) == "a heart"
+    assert noun_phrase("circle", 2, "red") == "two red circles"
+    assert noun_phrase("cross", 3) == "three crosses"
+
+
+def test_counting_scene_has_natural_variants():
+    meta = {
+        "tag": "counting",
+        "include": [{"class": "heart", "count": 3, "color": "green"}],
+        "exclude": [{"class": "heart", "count": 4}],
+    }
+    seen = set()
+    for seed in range(30):
+        seen.update(scene_captions(scene_from_metadata(meta, seed), seed))
+    assert "a photo of three green hearts" in seen
+    assert "three green hearts" in seen
+    assert "there are three green hearts" in seen
+
+
+def test_position_scene_has_natural_relation_wording():
+    meta = {
+        "tag": "position",
+        "include": [
+            {"class": "square", "count": 1, "color": "blue"},
+            {"class": "circle", "count": 1, "color": "red", "position": ["left of", 0]},
+        ],
+    }
+    caps = scene_captions(scene_from_metadata(meta, 0), 0)
+    assert caps[0] == "a photo of a red circle left of a blue square"
+    assert any("a red circle to the left of a blue square" in c for c in caps)
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_every_scene_gets_canonical_long_and_short_captions(tag):
+    rng = np.random.default_rng(TAGS.index(tag))
+    for _ in range(20):
+        scene = sample_scene(rng, tag=tag)
+        caps = scene_captions(scene, rng)
+        meta = scene_metadata(scene)
+        assert caps[0] == meta["prompt"] and caps[0].startswith("a photo of ")
+        assert len(caps) >= 3 and len(set(caps)) == len(caps)
+        long = caps[1]
+        assert len(long) > len(caps[0])
+        for obj in scene.objects:  # the long caption names every object's true colour
+            assert obj.color in long and obj.cls[:4] in long
+        for caption in caps:  # never a colour the scene does not have
+            named = {c for c in COLORS if f" {c} " in f" {caption} "}
+            assert named <= {o.color for o in scene.objects}, caption
+            assert " a orange" not in caption and " a a" not in caption
+
+
+def test_scene_metadata_matches_geneval_schema():
+    scene = sample_scene(0, tag="counting")
+    meta = scene_metadata(scene)
+    assert list(meta) == ["tag", "include", "exclude", "prompt"]
+    scene = sample_scene(0, tag="position")
+    meta = scene_metadata(scene)
+    assert list(meta) == ["tag", "include", "prompt"]
+    assert meta["include"][1]["position"][1] == 0 and "position" not in meta["include"][0]
+
+
+def test_captions_are_deterministic():
+    scene = sample_scene(11)
+    assert scene_captions(scene, 4) == scene_captions(scene, 4)
