@@ -35,7 +35,7 @@ from simplear.data.shapes import Scene, ShapesConfig, render_scene, sample_scene
 from simplear.utils import atomic_dir
 
 FORMAT_VERSION = 1
-_CHUNK = 500  # images per task handed to a worker process
+_CHUNK = 500  # at most this many images per task handed to a worker process
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -123,9 +123,11 @@ def write_shapes_dataset(
     with atomic_dir(out) as tmp:
         images_dir = tmp / "images"
         images_dir.mkdir()
+        # Small runs still get several tasks per worker so both processes have work.
+        chunk = max(1, min(_CHUNK, -(-config.num // (4 * config.workers))))
         tasks = [
-            (s, min(s + _CHUNK, config.num), config, str(images_dir), width)
-            for s in range(0, config.num, _CHUNK)
+            (s, min(s + chunk, config.num), config, str(images_dir), width)
+            for s in range(0, config.num, chunk)
         ]
         bar = None
         if progress:
