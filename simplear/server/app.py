@@ -282,9 +282,12 @@ def create_app(pipeline, config: ServerConfig | None = None):
         if body.stream:
             return _stream(service, job, body, fmt, request)
         images = await service.wait(job, service.submit(job))
+        # PNG/JPEG encoding is CPU work: keep it off the event loop so other requests keep flowing.
+        encoded_all = await asyncio.to_thread(
+            lambda: [encode_image(image, fmt, body.output_compression) for image in images]
+        )
         data = []
-        for i, image in enumerate(images):
-            encoded = encode_image(image, fmt, body.output_compression)
+        for i, encoded in enumerate(encoded_all):
             if body.response_format == "url":
                 name = service.store.put(encoded, fmt)
                 data.append(ImageData(url=f"{str(request.base_url).rstrip('/')}/v1/images/files/{name}",
