@@ -1,0 +1,177 @@
+"""The AR trainer: sequences, the visual-rows loss, schedules, exact resume, bundles, bad input."""
+
+import json
+
+import pytest
+import torch
+from test_bundle import tiny_vt
+
+from simplear.bundle import load_bundle
+from simplear.model import build_model
+from simplear.train.ar import train_ar
+from simplear.train.config import (
+    RECIPES,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    apply_overrides,
+    recipe,
+)
+from simplear.train.logging import read_log
+from simplear.train.loss import ARLoss
+from simplear.train.optim import lr_factor
+from simplear.train.sequences import IGNORE, InMemoryTokenDataset, SequenceBuilder
+from simplear.vocab import Vocabulary, train_text_tokenizer
+
+COLORS = ["red", "blue", "green", "yellow"]
+
+
+def toy_dataset(n=32, seed=0):
+    """Codes that depend on the caption's colour, so a model can learn something in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    caps, codes = [], []
+    for i in range(n):
+        c = i % 4
+        caps.append([f"a {COLORS[c]} square", f"a photo of one {COLORS[c]} square"])
+        codes.append(torch.full((4, 4), c * 4) + torch.randint(0, 2, (4, 4), generator=g))
+    return InMemoryTokenDataset(torch.stack(codes), caps)
+
+
+def toy_config(**kw):
+    base = dict(model=ModelConfig(preset="tiny", context=64), data=DataConfig(text_vocab_size=280),
+                optim=OptimConfig(lr=3e-3, warmup_steps=2, schedule="cosine"),
+                eval=EvalConfig(samples=False, val_batches=1), batch_size=8, micro_batch_size=4,
+                max_steps=6, log_every=1, checkpoint_every=2, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return Vocabulary(train_text_tokenizer([c for caps in toy_dataset().captions for c in caps], 280), 16)
+
+
+def test_sequence_layout(vocab):
+    ds = toy_dataset()
+    builder = SequenceBuilder(vocab, context=64, caption_dropout=0.0, caption_choice="first")
+    batch = builder.build([ds[0], ds[1]], [0, 1])
+    prompt = vocab.encode_prompt(ds[0]["captions"][0])
+    n = len(prompt) + 16 - 1
+    assert batch.input_ids[0, : len(prompt)].tolist() == prompt
+    assert batch.image_mask[0].sum() == 16 and batch.image_mask[0, len(prompt) - 1]  # <|soi|> predicts code 0
+    assert torch.equal(vocab.ids_to_codes(batch.targets[0][batch.image_mask[0]]), ds[0]["codes"].reshape(-1))
+    assert (batch.targets[0, n:] == IGNORE).all() and (batch.input_ids[0, n:] == vocab.pad_id).all()
+
+
+def test_caption_dropout_is_seeded_per_position(vocab):
+    ds = toy_dataset()
+    builder = SequenceBuilder(vocab, 64, caption_dropout=0.3, seed=5)
+    uncond = vocab.encode_unconditional()
+    drops = [builder.prompt_ids(ds[0]["captions"], p) == uncond for p in range(2000)]
+    assert 0.26 < sum(drops) / 2000 < 0.34
+    again = SequenceBuilder(vocab, 64, caption_dropout=0.3, seed=5)
+    assert [again.prompt_ids(ds[0]["captions"], p) for p in range(50)] == [builder.prompt_ids(ds[0]["captions"], p) for p in range(50)]
+    picks = {tuple(builder.prompt_ids(ds[0]["captions"], p)) for p in range(50)}
+    assert len(picks) == 3  # short caption, long caption, unconditional
+
+
+def test_sequence_longer_than_context_is_refused(vocab):
+    builder = SequenceBuilder(vocab, context=12, caption_dropout=0.0)
+    with pytest.raises(ValueError, match="exceeds the context"):
+        builder.build([toy_dataset()[0]], [0])
+
+
+def test_loss_matches_full_softmax_over_visual_rows(vocab):
+    torch.manual_seed(0)
+    model = build_model("tiny", vocab.vocab_size, seed=0)
+    batch = SequenceBuilder(vocab, 64, 0.0).build([toy_dataset()[i] for i in range(3)], [0, 1, 2])
+    loss_sum, count = ARLoss(model, vocab.visual_offset, 16, chunk=7)(batch.input_ids, batch.targets, batch.image_mask)
+    logits = model(batch.input_ids).logits[..., vocab.visual_slice]
+    ref = torch.nn.functional.cross_entropy(logits[batch.image_mask], batch.targets[batch.image_mask] - vocab.visual_offset, reduction="sum")
+    assert count == 48 and torch.allclose(loss_sum, ref, atol=1e-4)
+    grad = torch.autograd.grad(loss_sum, model.model.embed_tokens.weight)[0]
+    grad_ref = torch.autograd.grad(ref, model.model.embed_tokens.weight)[0]
+    assert torch.allclose(grad, grad_ref, atol=1e-5)
+    with_text, _ = ARLoss(model, vocab.visual_offset, 16, text_loss_weight=0.5)(batch.input_ids, batch.targets, batch.image_mask)
+    assert with_text > loss_sum
+
+
+def test_schedules():
+    cos = OptimConfig(lr=1.0, warmup_steps=4, schedule="cosine", min_lr_ratio=0.1)
+    assert [lr_factor(s, cos, 20) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, cos, 20) == pytest.approx(1.0) and lr_factor(20, cos, 20) == pytest.approx(0.1)
+    assert lr_factor(12, cos, 20) == pytest.approx(0.55)
+    const = OptimConfig(warmup_steps=0)
+    assert lr_factor(0, const, 10) == lr_factor(9, const, 10) == 1.0
+
+
+def test_recipes_and_overrides():
+    for name in RECIPES:
+        assert recipe(name).recipe == name
+    paper = recipe("simplear-0.5b-pretrain")
+    assert (paper.optim.lr, paper.optim.weight_decay, paper.optim.schedule) == (1e-4, 0.01, "constant")
+    assert paper.model.context == 1536 and recipe("simplear-0.5b-sft").model.context == 4608
+    cfg = apply_overrides(recipe("shapes-pretrain"), ["optim.lr=3e-4", "max_steps=1e3", "data.shards=a,b",
+                                                      "model.init_from=none", "model.gradient_checkpointing=true"])
+    assert cfg.optim.lr == 3e-4 and cfg.max_steps == 1000 and cfg.data.shards == ("a", "b")
+    assert cfg.model.init_from is None and cfg.model.gradient_checkpointing is True
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for bad in (["optim.lrr=1"], ["max_steps=ten"], ["optim=1"], ["lr"]):
+        with pytest.raises(ValueError):
+            apply_overrides(cfg, bad)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipe("nope")
+
+
+def test_resume_continues_exactly_and_ends_with_a_bundle(tmp_path):
+    ds, vt = toy_dataset(), tiny_vt()
+    full = train_ar(toy_config(), tmp_path / "full", dataset=ds, val_dataset=ds, visual_tokenizer=vt)
+    # The same run, stopped after step 3 (as if killed; step 3 is not a checkpoint step so the
+    # records of step 3 must be dropped), then resumed from the step-2 checkpoint.
+    part = tmp_path / "part"
+    train_ar(toy_config(stop_after=3, checkpoint_every=2), part, dataset=ds, visual_tokenizer=vt)
+    assert not (part / "bundle").exists()
+    import shutil
+
+    shutil.rmtree(part / "checkpoints" / "step-000003")
+    train_ar(toy_config(), part, resume=True, dataset=ds, val_dataset=ds, visual_tokenizer=vt)
+    a = [(r["step"], r["loss"], r["lr"]) for r in read_log(full, "train")]
+    b = [(r["step"], r["loss"], r["lr"]) for r in read_log(part, "train")]
+    assert [s for s, _, _ in b] == list(range(1, 7))
+    for (sa, la, ra), (sb, lb, rb) in zip(a, b):
+        assert sa == sb and la == pytest.approx(lb, rel=1e-6, abs=1e-7) and ra == pytest.approx(rb)
+    assert a[-1][1] < a[0][1]  # it learns
+    assert len(list((full / "checkpoints").iterdir())) == 2  # keep-last-K
+    # The run ends with a bundle that load_bundle loads, with the resolved config beside it.
+    bundle = load_bundle(full / "bundle", device="cpu")
+    assert bundle.config.grid == (4, 4) and bundle.config.image_size == 16
+    assert json.loads((full / "bundle" / "train_config.json").read_text())["max_steps"] == 6
+    assert read_log(full, "eval")[-1]["val_loss"] > 0
+    # Fine-tuning (SFT) starts from the run; a second stage with --init-from RUN.
+    sft = train_ar(toy_config(max_steps=2, model=ModelConfig(preset="tiny", context=64, init_from=str(full))),
+                   tmp_path / "sft", dataset=ds, visual_tokenizer=vt)
+    assert read_log(sft, "start")[0]["init"].startswith("bundle:")
+    assert read_log(sft, "train")[0]["loss"] < a[0][1]
+
+
+def test_bad_input_fails_before_any_step(tmp_path):
+    ds, vt = toy_dataset(), tiny_vt()
+    long_caption = InMemoryTokenDataset(ds.codes[:2], [[" ".join(f"w{i}q{i * 7}" for i in range(40))], ["a red square"]])
+    with pytest.raises(ValueError, match="caption of sample 0"):
+        train_ar(toy_config(), tmp_path / "long", dataset=long_caption, visual_tokenizer=vt)
+    assert not (tmp_path / "long" / "checkpoints").exists()
+    with pytest.raises(FileNotFoundError, match="resume"):
+        train_ar(toy_config(), tmp_path / "never", resume=True, dataset=ds, visual_tokenizer=vt)
+    with pytest.raises(ValueError, match="multiple"):
+        train_ar(toy_config(batch_size=6, micro_batch_size=4), tmp_path / "b", dataset=ds, visual_tokenizer=vt)
+    with pytest.raises(ValueError, match="visual_tokenizer"):
+        train_ar(toy_config(), tmp_path / "novt", dataset=ds)
+    with pytest.raises(FileNotFoundError):
+        train_ar(toy_config(model=ModelConfig(preset="tiny", context=64, init_from=str(tmp_path / "missing"))),
+                 tmp_path / "x", dataset=ds, visual_tokenizer=vt)
+    # A code beyond the visual tokenizer's codebook: shards from another tokenizer.
+    wrong = InMemoryTokenDataset(ds.codes[:8] + 16, ds.captions[:8])
+    with pytest.raises(ValueError, match="codes must lie"):
+        train_ar(toy_config(max_steps=1), tmp_path / "wrong", dataset=wrong, visual_tokenizer=vt)
