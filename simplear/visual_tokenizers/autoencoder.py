@@ -1,0 +1,220 @@
+"""Our trainable visual tokenizer: a small convolutional autoencoder with an FSQ bottleneck.
+
+It is what the embedded default model uses, so it is built to be small (a few MB of weights),
+cheap on a CPU and fully convolutional: the same weights encode a 64 px image to an 8 x 8 grid
+and a 128 px image to 16 x 16 (downsample 8), which lets pretraining and SFT run at different
+resolutions with one codebook. It is not a Cosmos replacement for photographs (no perceptual or
+adversarial losses); for those, load a Cosmos folder (`cosmos.py`).
+
+A saved tokenizer is a folder with `config.json` (`{"kind": "fsq", ...}`) and `model.safetensors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from simplear.utils import atomic_path, atomic_write_json
+from simplear.visual_tokenizers.fsq import FSQ
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class FSQAutoencoderConfig:
+    """Architecture of an FSQ autoencoder.
+
+    `channels[i]` is the width at 1 / 2**i of the input resolution, so there are exactly
+    log2(downsample) + 1 entries; `res_blocks[i]` residual blocks run at that level (in the encoder
+    and, mirrored, in the decoder). Keep the full-resolution levels thin: they cost the most.
+    """
+
+    levels: tuple[int, ...] = (8, 5, 5, 5)
+    downsample: int = 8
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+    res_blocks: tuple[int, ...] = (0, 1, 1, 2)
+    norm_groups: int = 8
+
+    def __post_init__(self):
+        object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
+        object.__setattr__(self, "channels", tuple(int(v) for v in self.channels))
+        object.__setattr__(self, "res_blocks", tuple(int(v) for v in self.res_blocks))
+        if self.downsample not in (4, 8, 16, 32):
+            raise ValueError(f"downsample must be 4, 8, 16 or 32, got {self.downsample}")
+        n = int(math.log2(self.downsample)) + 1
+        if len(self.channels) != n or len(self.res_blocks) != n:
+            raise ValueError(
+                f"downsample {self.downsample} needs {n} entries in channels and res_blocks, "
+                f"got {len(self.channels)} and {len(self.res_blocks)}"
+            )
+        if any(c % self.norm_groups for c in self.channels):
+            raise ValueError(f"every channel count must be divisible by norm_groups={self.norm_groups}")
+
+    def to_dict(self) -> dict:
+        return {"kind": "fsq", **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FSQAutoencoderConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names - {"kind", "codebook_size"}
+        if unknown:
+            raise ValueError(f"unknown keys in FSQ autoencoder config: {sorted(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: FSQAutoencoderConfig):
+        super().__init__()
+        ch, g = cfg.channels, cfg.norm_groups
+        self.conv_in = nn.Conv2d(3, ch[0], 3, padding=1)
+        self.levels = nn.ModuleList()
+        for i in range(len(ch)):
+            blocks = [ResBlock(ch[i], g) for _ in range(cfg.res_blocks[i])]
+            if i + 1 < len(ch):  # strided conv halves the resolution and changes the width
+                blocks.append(nn.Conv2d(ch[i], ch[i + 1], 4, stride=2, padding=1))
+            self.levels.append(nn.Sequential(*blocks))
+        self.norm_out = nn.GroupNorm(g, ch[-1])
+        self.conv_out = nn.Conv2d(ch[-1], len(cfg.levels), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.levels:
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: FSQAutoencoderConfig):
+        super().__init__()
+        ch, g = cfg.channels, cfg.norm_groups
+        self.conv_in = nn.Conv2d(len(cfg.levels), ch[-1], 3, padding=1)
+        self.levels = nn.ModuleList()
+        for i in reversed(range(len(ch))):
+            blocks: list[nn.Module] = [ResBlock(ch[i], g) for _ in range(cfg.res_blocks[i])]
+            if i > 0:  # nearest upsampling + conv: no checkerboard artefacts of transposed convs
+                blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch[i], ch[i - 1], 3, padding=1)]
+            self.levels.append(nn.Sequential(*blocks))
+        self.norm_out = nn.GroupNorm(g, ch[0])
+        self.conv_out = nn.Conv2d(ch[0], 3, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(z)
+        for level in self.levels:
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class FSQAutoencoder(nn.Module):
+    """Images B x 3 x H x W in [-1, 1] <-> codes B x (H/d) x (W/d) in [0, prod(levels))."""
+
+    kind = "fsq"
+
+    def __init__(self, config: FSQAutoencoderConfig | None = None):
+        super().__init__()
+        self.config = config or FSQAutoencoderConfig()
+        self.encoder = Encoder(self.config)
+        self.quantizer = FSQ(self.config.levels)
+        self.decoder = Decoder(self.config)
+        self.source: str | None = None  # folder it was loaded from, for manifests
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def downsample(self) -> int:
+        return self.config.downsample
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_images(self, images: torch.Tensor) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"expected images as a float tensor B x 3 x H x W in [-1, 1], got {shape}")
+        h, w = images.shape[-2:]
+        if h % self.downsample or w % self.downsample:
+            raise ValueError(f"image size {h}x{w} is not divisible by the downsampling factor {self.downsample}")
+        return images.to(self.device, torch.float32)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass: (reconstruction, codes), gradients flow through FSQ straight-through."""
+        zq, codes = self.quantizer(self.encoder(self._check_images(images)))
+        return self.decoder(zq), codes
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """float B x 3 x H x W in [-1, 1] -> long codes B x H/d x W/d."""
+        return self.quantizer(self.encoder(self._check_images(images)))[1]
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """long codes B x h x w -> float images B x 3 x h*d x w*d in [-1, 1]."""
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 3:
+            raise ValueError(f"expected codes as a long tensor B x h x w, got {getattr(codes, 'shape', codes)}")
+        zq = self.quantizer.quantized_from_codes(codes.to(self.device))
+        return self.decoder(zq).clamp_(-1.0, 1.0)
+
+    def fingerprint(self) -> str:
+        """sha256 of the config and the weights: what token shards record as the tokenizer's identity."""
+        digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write `config.json` and `model.safetensors` (each atomically) into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "kind": "fsq"})
+        config = {**self.config.to_dict(), "codebook_size": self.codebook_size}
+        atomic_write_json(directory / CONFIG_NAME, config)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None) -> FSQAutoencoder:
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: an FSQ tokenizer folder has {CONFIG_NAME} and {WEIGHTS_NAME}")
+        data = json.loads(config_path.read_text())
+        if data.get("kind") != "fsq":
+            raise ValueError(f"{config_path} is not an FSQ autoencoder config (kind={data.get('kind')!r})")
+        model = cls(FSQAutoencoderConfig.from_dict(data))
+        model.load_state_dict(load_file(str(weights_path)), strict=True)
+        model.source = str(directory.resolve())
+        model.eval()
+        if device is not None:
+            model.to(device)
+        return model
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
