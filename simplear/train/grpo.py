@@ -1,0 +1,438 @@
+"""GRPO for AR image models, written out top to bottom (SimpleAR's third stage; DeepSeekMath §4.1).
+
+One step: pick P prompts -> sample G images each from the policy (with the CFG scale and
+temperature it will be evaluated with; see `grpo_rollout` for why) -> reward every image ->
+normalise rewards within each prompt's group into advantages -> several optimisation passes over
+the batch with the clipped surrogate + KL-to-reference loss of `grpo_loss`, the importance ratios
+taken against the log-probs kept from rollout time. Logs reward mean/std, KL, clip fraction and
+tokens/s to `OUT/log.jsonl`; judges the policy on a prompt suite every `eval_every` steps
+(`OUT/eval.jsonl`); checkpoints atomically (`OUT/checkpoints/step-NNNNNN/`) and resumes; ends
+with a bundle in `OUT/bundle/` whose sampling defaults are the GRPO setting.
+
+Under `torchrun --nproc_per_node=N` every rank samples and scores whole groups of its own
+prompts (so advantages need no communication) and DDP averages the gradients; rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from simplear.train.grpo_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from simplear.train.grpo_loss import LossStats, group_advantages, grpo_loss
+from simplear.train.grpo_rollout import GuidedPolicy, Rollout, check_policy_config, sample_rollout
+from simplear.utils import atomic_write_json, atomic_write_text, pick_device
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Everything a GRPO run needs; saved as `OUT/config.json`. Defaults run on a laptop CPU."""
+
+    init_from: str = ""  # bundle folder (the SFT model): policy init and frozen reference
+    out: str = "runs/grpo"
+    reward: str = "shapes"  # reward spec, see simplear.rewards.build_reward
+    prompts: str | None = None  # JSONL of GenEval metadata lines; None: ShapesWorld training prompts
+    eval_prompts: str | None = None  # JSONL for periodic evaluation; None: the ShapesWorld suite
+    steps: int = 100
+    prompts_per_step: int = 4  # P (global, over all ranks)
+    group_size: int = 8  # G images per prompt
+    passes: int = 2  # optimisation passes over each rollout batch
+    minibatch_size: int = 0  # images per optimiser step within a pass; 0 = the whole local batch
+    micro_batch_size: int = 8  # images per forward/backward (memory only; gradients accumulate)
+    lr: float = 1e-5
+    lr_schedule: str = "constant"  # constant | cosine (SimpleAR used cosine)
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    clip_eps: float = 0.2
+    beta: float = 0.01  # KL weight; 0 skips the reference model entirely
+    cfg_scale: float | None = None  # None: the bundle's default (rollouts, loss and evaluation)
+    temperature: float | None = None  # None: the bundle's default
+    eval_every: int = 25  # 0 disables periodic evaluation
+    eval_num_prompts: int = 96  # first N prompts of the evaluation suite (0 = all)
+    eval_images_per_prompt: int = 1
+    eval_seed: int = 1234
+    checkpoint_every: int = 25
+    keep_last: int = 2
+    seed: int = 0
+    device: str | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "prompts_per_step", "group_size", "passes", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.group_size < 2:
+            raise ValueError("group_size must be >= 2: advantages are relative to the other images of a group")
+        if self.minibatch_size < 0:
+            raise ValueError(f"minibatch_size must be >= 0, got {self.minibatch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.beta < 0 or self.clip_eps <= 0:
+            raise ValueError(f"need beta >= 0 and clip_eps > 0, got beta={self.beta}, clip_eps={self.clip_eps}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- prompts ---------------------------------------------------------------------------------
+
+
+def read_prompt_file(path: str | os.PathLike) -> list[dict]:
+    """GenEval metadata lines (one JSON object with at least `prompt` per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} not found")
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{n}: not JSON ({err})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"].strip():
+            raise ValueError(f"{path}:{n}: each line needs a non-empty 'prompt'")
+        out.append(item)
+    if not out:
+        raise ValueError(f"{path} holds no prompts")
+    return out
+
+
+def training_prompts(config: GRPOConfig) -> list[dict]:
+    """The training prompt pool: a file, or ShapesWorld prompts that avoid held-out pairs."""
+    if config.prompts:
+        return read_prompt_file(config.prompts)
+    from simplear.eval.suite import training_suite
+
+    return training_suite(seed=config.seed + 1)
+
+
+def evaluation_prompts(config: GRPOConfig) -> list[dict]:
+    if config.eval_prompts:
+        items = read_prompt_file(config.eval_prompts)
+    else:
+        from simplear.eval.suite import make_suite
+
+        items = make_suite(seed=0)
+    return items[: config.eval_num_prompts] if config.eval_num_prompts else items
+
+
+def prompts_for_step(pool: Sequence[dict], step: int, count: int, seed: int) -> list[dict]:
+    """`count` prompts for `step`, a pure function of (seed, step): a resumed run picks the same."""
+    rng = random.Random(seed * 1_000_003 + step)
+    return [pool[rng.randrange(len(pool))] for _ in range(count)]
+
+
+# ---- distributed helpers ---------------------------------------------------------------------
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    rank, world = _dist_info()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return rank, world
+
+
+def _all_mean(values: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        values = values.clone()
+        torch.distributed.all_reduce(values)
+        values /= world
+    return values
+
+
+def _gather_rewards(rewards: torch.Tensor, world: int) -> torch.Tensor:
+    if world == 1:
+        return rewards
+    parts = [torch.empty_like(rewards) for _ in range(world)]
+    torch.distributed.all_gather(parts, rewards)
+    return torch.cat(parts)
+
+
+# ---- one optimisation pass -------------------------------------------------------------------
+
+
+def _lr_factor(config: GRPOConfig, step: int) -> float:
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.lr_schedule == "cosine":
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+def optimise_batch(policy: torch.nn.Module, rollout: Rollout, advantages: torch.Tensor,
+                   optimizer: torch.optim.Optimizer, config: GRPOConfig, generator: torch.Generator) -> list[LossStats]:
+    """`config.passes` passes over the rollout; one optimiser step per minibatch.
+
+    The loss of a minibatch is accumulated over micro-batches, each weighted by its share of the
+    minibatch, so the gradient equals the full-minibatch gradient whatever the memory split.
+    Under DDP, gradients are synchronised only on the last micro-batch of each minibatch.
+    """
+    n = rollout.codes.shape[0]
+    mb = config.minibatch_size or n
+    stats: list[LossStats] = []
+    params = [p for p in policy.parameters() if p.requires_grad]
+    for _ in range(config.passes):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, mb):
+            minibatch = order[start : start + mb]
+            optimizer.zero_grad(set_to_none=True)
+            chunks = list(torch.split(minibatch, config.micro_batch_size))
+            for i, index in enumerate(chunks):
+                part = rollout.select(index)
+                sync = i == len(chunks) - 1 or not hasattr(policy, "no_sync")
+                ctx = policy.no_sync() if not sync else _nullcontext()
+                with ctx:
+                    logp = policy(part.batch, part.codes)
+                    loss, st = grpo_loss(
+                        logp, part.old_logprobs, advantages[index.to(advantages.device)].to(logp.device),
+                        ref_logprobs=part.ref_logprobs, clip_eps=config.clip_eps, beta=config.beta,
+                    )
+                    (loss * (len(index) / len(minibatch))).backward()
+                stats.append(st)
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+    return stats
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else 0.0
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+def train_grpo(
+    config: GRPOConfig,
+    *,
+    bundle: Any = None,
+    reward: Callable | None = None,
+    evaluate: Callable[[Any, int], dict] | None = None,
+) -> dict:
+    """Run GRPO as configured; returns the final summary (also written to `OUT/summary.json`).
+
+    `bundle` (an already-loaded `Bundle`) replaces `config.init_from`; `reward` (any callable
+    `reward(images, prompts, metadata)`) replaces the `config.reward` spec; `evaluate(bundle, step)`
+    replaces the periodic judge evaluation (tests use these to run on tiny stand-ins).
+    """
+    from simplear.bundle import load_bundle, save_bundle
+    from simplear.rewards import build_reward
+    from simplear.sampling.config import SamplingConfig
+
+    device = pick_device(config.device)
+    rank, world = _init_distributed(device)
+    if config.prompts_per_step % world:
+        raise ValueError(f"prompts_per_step {config.prompts_per_step} must be divisible by the {world} processes")
+    out = Path(config.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # 1. Policy, frozen reference, the sampling setting that defines the policy.
+    if bundle is None:
+        if not config.init_from:
+            raise ValueError("GRPO needs --init-from BUNDLE (the SFT model)")
+        bundle = load_bundle(config.init_from, device=device)
+    bundle.model.to(device)
+    defaults = bundle.config.sampling
+    sampling = SamplingConfig(
+        cfg_scale=float(config.cfg_scale if config.cfg_scale is not None else defaults.cfg_scale),
+        temperature=float(config.temperature if config.temperature is not None else defaults.temperature),
+    )
+    check_policy_config(sampling)
+    vocab, model = bundle.vocab, bundle.model
+    reference = None
+    if config.beta > 0:
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    policy = GuidedPolicy(model, vocab.visual_offset, vocab.codebook_size, sampling)
+    ref_policy = None if reference is None else GuidedPolicy(reference, vocab.visual_offset, vocab.codebook_size, sampling)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(config, s))
+    reward_fn = reward if reward is not None else build_reward(config.reward, device=str(device))
+
+    # 2. Resume: model + optimiser + scheduler + step. Prompts and rollout seeds derive from the step.
+    start_step = 0
+    found = latest_checkpoint(out / "checkpoints")
+    if found is not None and not config.resume:
+        raise ValueError(f"{out} already holds a GRPO run ({found.name}); pass --resume to continue it "
+                         "or choose another --out")
+    if found is not None:
+        start_step = load_checkpoint(found, model, optimizer, scheduler)
+        if rank == 0:
+            print(f"grpo: resumed from {found} at step {start_step}", flush=True)
+    if rank == 0:
+        # Lines logged after the checkpoint we resume from are redone: drop them (or all, fresh run).
+        for name in ("log.jsonl", "eval.jsonl"):
+            _truncate_jsonl(out / name, start_step)
+    if rank == 0:
+        atomic_write_json(out / "config.json", {**config.to_dict(), "sampling": sampling.to_dict(), "world_size": world})
+    wrapped = policy
+    if world > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(policy)
+
+    pool = training_prompts(config) if (config.prompts or reward is None) else None
+    eval_fn = evaluate if evaluate is not None else _judge_evaluator(config, sampling)
+    grid = tuple(bundle.config.grid)
+    num_tokens = int(grid[0] * grid[1])
+    local_prompts = config.prompts_per_step // world
+    summary: dict = {}
+
+    for step in range(start_step, config.steps):
+        started = time.perf_counter()
+        step_gen = torch.Generator(device=device).manual_seed(config.seed * 7919 + step * 104729 + rank)
+        cpu_gen = torch.Generator().manual_seed(config.seed * 31 + step * 17 + rank)
+
+        # 3. Rollouts: G images for each of this rank's prompts, from the current policy.
+        metadata = _step_prompts(pool, step, config, rank, local_prompts)
+        prompts = [m["prompt"] for m in metadata for _ in range(config.group_size)]
+        group_meta = [m for m in metadata for _ in range(config.group_size)]
+        cond_ids = [vocab.encode_prompt(p) for p in prompts]
+        model.eval()
+        rollout = sample_rollout(
+            policy, cond_ids, vocab.encode_unconditional(), num_tokens=num_tokens, generator=step_gen,
+            pad_id=vocab.pad_id, reference=ref_policy, micro_batch=config.micro_batch_size,
+        )
+
+        # 4. Rewards of the decoded images; advantages within each group.
+        with torch.no_grad():
+            images = bundle.visual_tokenizer.decode(rollout.codes.view(-1, *grid))
+        rewards = torch.as_tensor(reward_fn(images, prompts, group_meta), dtype=torch.float32).cpu()
+        if rewards.shape != (len(prompts),):
+            raise ValueError(f"reward returned shape {tuple(rewards.shape)}, expected ({len(prompts)},)")
+        advantages = group_advantages(rewards, config.group_size)
+
+        # 5. Optimisation passes against the rollout-time log-probs.
+        model.train()
+        loss_stats = optimise_batch(wrapped, rollout, advantages, optimizer, config, cpu_gen)
+        scheduler.step()
+
+        # 6. Log (global statistics), evaluate, checkpoint.
+        all_rewards = _gather_rewards(rewards.to(device), world).cpu()
+        means = _all_mean(torch.tensor([_mean([s.kl for s in loss_stats]), _mean([s.clip_fraction for s in loss_stats]),
+                                        _mean([s.loss for s in loss_stats])], device=device), world).cpu()
+        seconds = time.perf_counter() - started
+        record = {
+            "step": step + 1,
+            "reward_mean": float(all_rewards.mean()),
+            "reward_std": float(all_rewards.std(unbiased=False)),
+            "kl": float(means[0]),
+            "clip_fraction": float(means[1]),
+            "loss": float(means[2]),
+            "lr": scheduler.get_last_lr()[0],
+            "images": int(all_rewards.numel()),
+            "rollout_tokens_per_s": world * rollout.codes.numel() / max(rollout.seconds, 1e-9),
+            "tokens_per_s": world * rollout.codes.numel() / max(seconds, 1e-9),
+            "seconds": seconds,
+        }
+        is_last = step + 1 == config.steps
+        if rank == 0:
+            _append_jsonl(out / "log.jsonl", record)
+            print(
+                f"grpo step {step + 1}/{config.steps} reward {record['reward_mean']:.3f}±{record['reward_std']:.3f} "
+                f"kl {record['kl']:.4f} clip {record['clip_fraction']:.3f} {record['tokens_per_s']:.0f} tok/s",
+                flush=True,
+            )
+            if config.eval_every and ((step + 1) % config.eval_every == 0 or is_last):
+                model.eval()
+                result = eval_fn(bundle, step + 1)
+                _append_jsonl(out / "eval.jsonl", {"step": step + 1, **result})
+                print(f"grpo eval step {step + 1}: overall {result.get('overall', float('nan')):.4f}", flush=True)
+            if (step + 1) % config.checkpoint_every == 0 or is_last:
+                save_checkpoint(out / "checkpoints", step + 1, model, optimizer, scheduler, keep_last=config.keep_last)
+        if world > 1:
+            torch.distributed.barrier()
+        summary = record
+
+    # 7. The final bundle: the policy with the sampling setting it was optimised (and evaluated) for.
+    if rank == 0:
+        final = dataclasses.replace(bundle, model=model)
+        final.config = _grpo_bundle_config(bundle.config, sampling, config)
+        save_bundle(out / "bundle", final)
+        summary = {"steps": config.steps, "bundle": str(out / "bundle"), "sampling": sampling.to_dict(), **summary}
+        atomic_write_json(out / "summary.json", summary)
+    if world > 1:
+        torch.distributed.barrier()
+    return summary
+
+
+def _step_prompts(pool, step, config, rank, local_prompts) -> list[dict]:
+    if pool is None:  # a custom reward with no prompt file: any fixed prompt list will do
+        pool = [{"prompt": "a photo of a red circle", "tag": "single_object",
+                 "include": [{"class": "circle", "count": 1, "color": "red"}]}]
+    chosen = prompts_for_step(pool, step, config.prompts_per_step, config.seed)
+    return chosen[rank * local_prompts : (rank + 1) * local_prompts]
+
+
+def _grpo_bundle_config(base, sampling, config: GRPOConfig):
+    from simplear.bundle import SamplingDefaults
+
+    extra = dict(base.extra)
+    extra["grpo"] = {"steps": config.steps, "reward": config.reward, "beta": config.beta,
+                     "group_size": config.group_size, "init_from": config.init_from}
+    return dataclasses.replace(
+        base, sampling=SamplingDefaults(cfg_scale=sampling.cfg_scale, temperature=sampling.temperature,
+                                        top_k=None, top_p=None), extra=extra,
+    )
+
+
+def _judge_evaluator(config: GRPOConfig, sampling) -> Callable[[Any, int], dict]:
+    """Periodic evaluation: the judge's GenEval score on a prompt suite, same sampling setting."""
+
+    def run(bundle, step: int) -> dict:
+        from simplear.train.suite_eval import evaluate_bundle
+
+        prompts = evaluation_prompts(config)
+        return evaluate_bundle(bundle, prompts, images_per_prompt=config.eval_images_per_prompt,
+                               seed=config.eval_seed, sampling=sampling, batch_size=config.micro_batch_size * 2)
+
+    return run
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    # One short line per write with flush: a killed run leaves at worst a missing last line.
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
