@@ -114,3 +114,38 @@ def test_cli_geneval_real_file_writes_layout_and_exits_0(shared_dir, tmp_path, m
     assert code == 0
     assert f"resolution: {int(pipe.config.image_size)}" in capsys.readouterr().out
     assert run_cli("eval", "dpg", "--prompts", tmp_path / "nope.jsonl", "--out", tmp_path / "d") == 2
+
+
+class RenderPipeline(FakePipeline):
+    """Draws the ground truth of each prompt's ShapesWorld line: a perfect model, for the judge."""
+
+    def __init__(self, lines):
+        super().__init__(image_size=128)
+        self.by_prompt = {line["prompt"]: line for line in lines}
+
+    def __call__(self, prompts, seed=0, **kwargs):
+        import numpy as np
+
+        from simplear.data.shapes import render_scene, scene_from_metadata
+
+        images = [render_scene(scene_from_metadata(self.by_prompt[p], np.random.default_rng(s)), 128)
+                  for p, s in zip(prompts, seed)]
+        return type("Out", (), {"images": images})
+
+
+def test_cli_geneval_scores_shapesworld_prompts(tmp_path, monkeypatch, capsys):
+    import simplear.cli.exports as cli
+    from simplear.eval.suite import make_suite, write_prompts
+
+    suite = make_suite(0)
+    lines = [suite[i] for i in (0, 100, 200, 300, 400, 500)]  # one or more of each tag
+    prompts = write_prompts(tmp_path / "shapes.jsonl", lines)
+    monkeypatch.setattr(cli, "_pipeline", lambda args: RenderPipeline(lines))
+    code = run_cli("eval", "geneval", "--prompts", prompts, "--out", tmp_path / "g",
+                   "--images-per-prompt", "2", "--json")
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    assert summary["images"] == 12 and summary["overall"] > 0.9
+    assert any(line.startswith("overall") for line in out)
+    assert (tmp_path / "g" / "results.jsonl").is_file()

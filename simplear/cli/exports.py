@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 
@@ -73,9 +74,12 @@ def _geneval(args) -> int:
         print("not scored: these prompts are outside ShapesWorld's vocabulary, so scoring needs GenEval's "
               f"own detector (github.com/djghosh13/geneval, evaluation/evaluate_images.py). ({why})")
         return 0
-    from simplear.cli.evaluate import report_scores
+    from simplear.eval.score import format_table, score_folder
 
-    report_scores(args.out, as_json=args.json)
+    summary = score_folder(args.out)
+    print(format_table(summary))
+    if args.json:
+        print(json.dumps(summary))
     return 0
 
 
