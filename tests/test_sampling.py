@@ -1,0 +1,121 @@
+"""Sampling: config validation, the logits functions, the reference sampler and the fast engine."""
+
+import pytest
+import torch
+from sampling_helpers import CODEBOOK, COND, OFFSET, UNCOND, chi_square_pvalue, exact_joint, tiny_model
+
+from simplear.sampling.config import SamplingConfig
+from simplear.sampling.engine import FastEngine
+from simplear.sampling.logits import cfg_combine, draw, probs_from_logits, top_k_filter, top_p_filter
+from simplear.sampling.reference import reference_sample
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1), dict(cfg_scale=float("nan"))],
+)
+def test_config_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        SamplingConfig(**kwargs)
+
+
+def test_config_overrides_keep_none_and_read_bundle_dicts():
+    base = SamplingConfig.from_dict({"cfg_scale": 4.0, "top_k": None, "unknown": 1})
+    assert base == SamplingConfig(cfg_scale=4.0)
+    assert base.with_overrides(temperature=None, top_p=0.5) == SamplingConfig(cfg_scale=4.0, top_p=0.5)
+    assert SamplingConfig(temperature=0).greedy and SamplingConfig(top_k=1).greedy
+    assert not SamplingConfig(cfg_scale=1.0).uses_cfg
+
+
+def test_logits_functions_by_hand():
+    cond, uncond = torch.tensor([[1.0, 2.0, 0.0]]), torch.tensor([[0.0, 1.0, 1.0]])
+    assert torch.allclose(cfg_combine(cond, uncond, 3.0), torch.tensor([[3.0, 4.0, -2.0]]))
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
+    assert torch.isinf(top_k_filter(logits, 2)).tolist() == [[True, False, True, False]]
+    # softmax ≈ [.032, .644, .087, .237]: 0.644 < 0.7 needs the next code too, then stop.
+    assert torch.isinf(top_p_filter(logits, 0.7)).tolist() == [[True, False, True, False]]
+    assert torch.isinf(top_p_filter(logits, 0.5)).tolist() == [[True, False, True, True]]
+    probs = probs_from_logits(logits, SamplingConfig(temperature=0))
+    assert probs.tolist() == [[0.0, 1.0, 0.0, 0.0]]
+
+
+def test_draw_follows_the_distribution():
+    probs = torch.tensor([0.1, 0.6, 0.0, 0.3]).expand(20000, 4)
+    codes = draw(probs, torch.Generator().manual_seed(0))
+    freq = torch.bincount(codes, minlength=4).float() / len(codes)
+    assert freq[2] == 0
+    assert torch.allclose(freq, probs[0], atol=0.015)
+
+
+def test_padding_gives_the_same_codes_as_a_prompt_alone():
+    model = tiny_model(codebook=64)
+    config = SamplingConfig(top_k=1, cfg_scale=2.0)
+    kwargs = dict(visual_offset=OFFSET, codebook_size=64, num_tokens=6, config=config)
+    together = reference_sample(model, COND, UNCOND, **kwargs).codes
+    for i in range(2):
+        alone = reference_sample(model, [COND[i]], [UNCOND[i]], **kwargs).codes
+        assert torch.equal(together[i], alone[0])
+
+
+def test_reference_stats_and_errors():
+    model = tiny_model(codebook=64)
+    out = reference_sample(model, COND, UNCOND, visual_offset=OFFSET, codebook_size=64, num_tokens=5)
+    assert out.codes.shape == (2, 5) and out.codes.dtype == torch.long
+    assert out.codes.min() >= 0 and out.codes.max() < 64
+    assert out.stats["forward_passes"] == 5 and out.stats["tokens"] == 5
+    with pytest.raises(ValueError, match="output head"):
+        reference_sample(model, COND, UNCOND, visual_offset=OFFSET, codebook_size=65, num_tokens=5)
+    with pytest.raises(ValueError, match="unconditional"):
+        reference_sample(model, COND, None, visual_offset=OFFSET, codebook_size=64, num_tokens=5)
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+def test_engine_greedy_matches_reference_token_for_token(cfg_scale):
+    model = tiny_model(codebook=64, seed=1)
+    config = SamplingConfig(top_k=1, cfg_scale=cfg_scale)
+    ref = reference_sample(model, COND, UNCOND, visual_offset=OFFSET, codebook_size=64, num_tokens=16, config=config)
+    engine = FastEngine(model, OFFSET, 64)
+    fast = engine.sample(COND, UNCOND, num_tokens=16, config=config)
+    assert torch.equal(ref.codes, fast.codes)
+    assert fast.stats["forward_passes"] == 16
+    # The cache is reused across calls of another batch shape without stale state.
+    again = engine.sample(COND[:1], UNCOND[:1], num_tokens=16, config=config)
+    assert torch.equal(again.codes[0], ref.codes[0])
+
+
+def test_engine_logits_match_the_model():
+    model = tiny_model(codebook=64, seed=2)
+    ids = torch.tensor([[1, 2, 3, 20, 30, 40]])
+    engine = FastEngine(model, OFFSET, 64)
+    engine.allocate(1, 8)
+    slots = torch.arange(6)[None]
+    mine = engine.forward(ids, slots, torch.zeros(1, dtype=torch.long), kv_len=6)
+    theirs = model(ids).logits[..., OFFSET : OFFSET + 64]
+    assert torch.allclose(mine, theirs, atol=1e-5)
+
+
+def test_engine_samples_follow_the_reference_distribution():
+    model = tiny_model()
+    config = SamplingConfig(cfg_scale=2.0)
+    joint = exact_joint(model, COND[0], UNCOND[0], config, depth=3)
+    n = 4000
+    engine = FastEngine(model, OFFSET, CODEBOOK)
+    out = engine.sample([COND[0]] * n, [UNCOND[0]], num_tokens=3, config=config,
+                        generator=torch.Generator().manual_seed(123))
+    pvalue, tv = chi_square_pvalue(out.codes, joint)
+    assert pvalue > 1e-3 and tv < 0.05, (pvalue, tv)
+    # The same test rejects a sampler with the wrong CFG scale, so it has power.
+    wrong = engine.sample([COND[0]] * 2000, [UNCOND[0]], num_tokens=3, config=SamplingConfig(cfg_scale=1.0),
+                          generator=torch.Generator().manual_seed(123))
+    assert chi_square_pvalue(wrong.codes, joint)[0] < 1e-6
+
+
+def test_engine_top_k_top_p_temperature_distribution():
+    model = tiny_model()
+    config = SamplingConfig(cfg_scale=1.5, temperature=0.8, top_k=3, top_p=0.9)
+    joint = exact_joint(model, COND[1], UNCOND[1], config, depth=2)
+    engine = FastEngine(model, OFFSET, CODEBOOK)
+    out = engine.sample([COND[1]] * 3000, [UNCOND[1]], num_tokens=2, config=config,
+                        generator=torch.Generator().manual_seed(7))
+    pvalue, tv = chi_square_pvalue(out.codes, joint)
+    assert pvalue > 1e-3 and tv < 0.05, (pvalue, tv)
