@@ -110,17 +110,22 @@ def test_truncated_or_greedy_sampling_is_refused():
         GRPOConfig(group_size=1)
 
 
-def _run(tmp_path, steps, resume=False, **kw):
+def _run(tmp_path, steps, resume=False, evaluate=None, **kw):
     cfg = GRPOConfig(out=str(tmp_path), steps=steps, prompts_per_step=2, group_size=8, passes=2, lr=1e-2,
                      beta=kw.pop("beta", 0.0), eval_every=kw.pop("eval_every", 0), checkpoint_every=1,
-                     micro_batch_size=8, seed=0, device="cpu", resume=resume, **kw)
-    return train_grpo(cfg, bundle=kw.get("bundle") or _bundle(), reward=brightness)
+                     micro_batch_size=8, seed=0, device="cpu", resume=resume, progress=False, **kw)
+    return train_grpo(cfg, bundle=_bundle(), reward=brightness, evaluate=evaluate)
 
 
 def test_reward_rises_when_the_loop_optimises_what_it_samples(tmp_path):
     torch.manual_seed(0)
-    _run(tmp_path, steps=10, beta=0.02)
-    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    def evaluate(bundle, step):  # stands in for the judge
+        return {"overall": step / 10, "tags": {}}
+
+    _run(tmp_path, steps=10, beta=0.02, evaluate=evaluate, eval_every=5)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    log = [r for r in records if r["kind"] == "train"]
+    assert [(r["step"], r["judge_score"]) for r in records if r["kind"] == "eval"] == [(5, 0.5), (10, 1.0)]
     assert [r["step"] for r in log] == list(range(1, 11))
     first = sum(r["reward_mean"] for r in log[:3]) / 3
     last = sum(r["reward_mean"] for r in log[-3:]) / 3
@@ -131,6 +136,9 @@ def test_reward_rises_when_the_loop_optimises_what_it_samples(tmp_path):
     saved = json.loads((tmp_path / "bundle" / "simplear.json").read_text())
     assert saved["sampling"]["cfg_scale"] == 2.0 and saved["sampling"]["top_k"] is None
     assert saved["extra"]["grpo"]["steps"] == 10
+    from simplear.train.plot import plot_run  # the model card's plot of reward and judge score
+
+    assert plot_run(tmp_path).stat().st_size > 0
 
 
 def test_resume_continues_exactly(tmp_path):

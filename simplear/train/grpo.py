@@ -5,8 +5,9 @@ temperature it will be evaluated with; see `grpo_rollout` for why) -> reward eve
 normalise rewards within each prompt's group into advantages -> several optimisation passes over
 the batch with the clipped surrogate + KL-to-reference loss of `grpo_loss`, the importance ratios
 taken against the log-probs kept from rollout time. Logs reward mean/std, KL, clip fraction and
-tokens/s to `OUT/log.jsonl`; judges the policy on a prompt suite every `eval_every` steps
-(`OUT/eval.jsonl`); checkpoints atomically (`OUT/checkpoints/step-NNNNNN/`) and resumes; ends
+tokens/s to `OUT/log.jsonl` (records `kind: "train"`); judges the policy on a prompt suite every
+`eval_every` steps (records `kind: "eval"`, `judge_score` = GenEval overall, so `simplear plot OUT`
+draws reward and judge score over steps); checkpoints atomically (`OUT/checkpoints/step-NNNNNN/`) and resumes; ends
 with a bundle in `OUT/bundle/` whose sampling defaults are the GRPO setting.
 
 Under `torchrun --nproc_per_node=N` every rank samples and scores whole groups of its own
@@ -32,7 +33,8 @@ import torch
 from simplear.train.grpo_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from simplear.train.grpo_loss import LossStats, group_advantages, grpo_loss
 from simplear.train.grpo_rollout import GuidedPolicy, Rollout, check_policy_config, sample_rollout
-from simplear.utils import atomic_write_json, atomic_write_text, pick_device
+from simplear.train.logging import RunLogger
+from simplear.utils import atomic_write_json, pick_device
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,13 @@ class GRPOConfig:
     beta: float = 0.01  # KL weight; 0 skips the reference model entirely
     cfg_scale: float | None = None  # None: the bundle's default (rollouts, loss and evaluation)
     temperature: float | None = None  # None: the bundle's default
+    sampler: str = "engine"  # rollouts: "engine" (fast, static cache) or "reference"; same distribution
     eval_every: int = 25  # 0 disables periodic evaluation
     eval_num_prompts: int = 96  # first N prompts of the evaluation suite (0 = all)
     eval_images_per_prompt: int = 1
     eval_seed: int = 1234
+    log_every: int = 1  # console line every N steps (every step is in log.jsonl)
+    progress: bool = True  # progress bar on stderr
     checkpoint_every: int = 25
     keep_last: int = 2
     seed: int = 0
@@ -81,6 +86,8 @@ class GRPOConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.sampler not in ("engine", "reference"):
+            raise ValueError(f"sampler must be 'engine' or 'reference', got {self.sampler!r}")
         if self.beta < 0 or self.clip_eps <= 0:
             raise ValueError(f"need beta >= 0 and clip_eps > 0, got beta={self.beta}, clip_eps={self.clip_eps}")
 
@@ -112,13 +119,27 @@ def read_prompt_file(path: str | os.PathLike) -> list[dict]:
     return out
 
 
-def training_prompts(config: GRPOConfig) -> list[dict]:
-    """The training prompt pool: a file, or ShapesWorld prompts that avoid held-out pairs."""
+def training_prompts(config: GRPOConfig, pool_size: int = 4096) -> list[dict]:
+    """The training prompt pool: a file, or random ShapesWorld lines that avoid held-out pairs.
+
+    ShapesWorld lines come from `sample_metadata` (which never picks a held-out (colour, class)
+    pair, so held-out scores stay a measure of generalisation) with the six tags equally likely,
+    because GenEval's overall score weighs the tags equally.
+    """
     if config.prompts:
         return read_prompt_file(config.prompts)
-    from simplear.eval.suite import training_suite
+    import numpy as np
 
-    return training_suite(seed=config.seed + 1)
+    from simplear.data.captions import canonical_prompt
+    from simplear.data.shapes import TAGS, ShapesConfig, sample_metadata
+
+    shapes_config = ShapesConfig(tag_weights=tuple((tag, 1.0) for tag in TAGS))
+    rng = np.random.default_rng(config.seed + 1)
+    pool = []
+    for _ in range(pool_size):
+        line = sample_metadata(rng, shapes_config)
+        pool.append({**line, "prompt": canonical_prompt(line)})
+    return pool
 
 
 def evaluation_prompts(config: GRPOConfig) -> list[dict]:
@@ -290,16 +311,19 @@ def train_grpo(
         start_step = load_checkpoint(found, model, optimizer, scheduler)
         if rank == 0:
             print(f"grpo: resumed from {found} at step {start_step}", flush=True)
-    if rank == 0:
-        # Lines logged after the checkpoint we resume from are redone: drop them (or all, fresh run).
-        for name in ("log.jsonl", "eval.jsonl"):
-            _truncate_jsonl(out / name, start_step)
+    # The logger drops lines logged after the checkpoint we resume from (those steps are redone).
+    logger = RunLogger(out, config.steps, start_step=start_step, enabled=rank == 0, progress=config.progress)
     if rank == 0:
         atomic_write_json(out / "config.json", {**config.to_dict(), "sampling": sampling.to_dict(), "world_size": world})
     wrapped = policy
     if world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(policy)
 
+    engine = None
+    if config.sampler == "engine":
+        from simplear.sampling.engine import FastEngine
+
+        engine = FastEngine(model, vocab.visual_offset, vocab.codebook_size)
     pool = training_prompts(config) if (config.prompts or reward is None) else None
     eval_fn = evaluate if evaluate is not None else _judge_evaluator(config, sampling)
     grid = tuple(bundle.config.grid)
@@ -320,7 +344,7 @@ def train_grpo(
         model.eval()
         rollout = sample_rollout(
             policy, cond_ids, vocab.encode_unconditional(), num_tokens=num_tokens, generator=step_gen,
-            pad_id=vocab.pad_id, reference=ref_policy, micro_batch=config.micro_batch_size,
+            pad_id=vocab.pad_id, reference=ref_policy, micro_batch=config.micro_batch_size, engine=engine,
         )
 
         # 4. Rewards of the decoded images; advantages within each group.
@@ -356,23 +380,19 @@ def train_grpo(
         }
         is_last = step + 1 == config.steps
         if rank == 0:
-            _append_jsonl(out / "log.jsonl", record)
-            print(
-                f"grpo step {step + 1}/{config.steps} reward {record['reward_mean']:.3f}±{record['reward_std']:.3f} "
-                f"kl {record['kl']:.4f} clip {record['clip_fraction']:.3f} {record['tokens_per_s']:.0f} tok/s",
-                flush=True,
-            )
+            logger.log({"kind": "train", **record}, console=(step + 1) % config.log_every == 0 or is_last)
+            logger.step(record["loss"])
             if config.eval_every and ((step + 1) % config.eval_every == 0 or is_last):
                 model.eval()
                 result = eval_fn(bundle, step + 1)
-                _append_jsonl(out / "eval.jsonl", {"step": step + 1, **result})
-                print(f"grpo eval step {step + 1}: overall {result.get('overall', float('nan')):.4f}", flush=True)
+                logger.log({"kind": "eval", "step": step + 1, "judge_score": result.get("overall"), **result})
             if (step + 1) % config.checkpoint_every == 0 or is_last:
                 save_checkpoint(out / "checkpoints", step + 1, model, optimizer, scheduler, keep_last=config.keep_last)
         if world > 1:
             torch.distributed.barrier()
         summary = record
 
+    logger.close()
     # 7. The final bundle: the policy with the sampling setting it was optimised (and evaluated) for.
     if rank == 0:
         final = dataclasses.replace(bundle, model=model)
@@ -416,23 +436,3 @@ def _judge_evaluator(config: GRPOConfig, sampling) -> Callable[[Any, int], dict]
                                seed=config.eval_seed, sampling=sampling, batch_size=config.micro_batch_size * 2)
 
     return run
-
-
-def _truncate_jsonl(path: Path, last_step: int) -> None:
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-def _append_jsonl(path: Path, record: dict) -> None:
-    # One short line per write with flush: a killed run leaves at worst a missing last line.
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()

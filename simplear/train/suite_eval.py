@@ -45,7 +45,7 @@ def heldout_pairs() -> set[tuple[str, str]]:
     """ShapesWorld's held-out (colour, class) pairs, where the data module defines them."""
     from simplear.data import shapes
 
-    for name in ("HELDOUT_PAIRS", "HOLDOUT_PAIRS", "DEFAULT_HELDOUT_PAIRS"):
+    for name in ("DEFAULT_HELDOUT", "HELDOUT_PAIRS"):
         if hasattr(shapes, name):
             return {tuple(p) for p in getattr(shapes, name)}
     return set()
