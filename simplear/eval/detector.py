@@ -48,6 +48,7 @@ from simplear.data.shapes import (
 
 _COLOR_NAMES = tuple(COLORS)
 _PALETTE = np.asarray([COLORS[c] for c in _COLOR_NAMES], dtype=np.float32)
+MIN_ASPECT = 0.75  # boxes squarer than this are not penalised (generated shapes are a bit squashed)
 _EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity: ragged diagonal edges stay one object
 
 
@@ -186,29 +187,38 @@ def classify_shape(
     templates = _templates(size)
     if (ex0, ey0, ex1, ey1) == (x0, y0, x1, y1):
         cover = _resize(mask, size)
-        inter = np.minimum(cover, templates).sum(axis=(1, 2))
-        union = np.maximum(cover, templates).sum(axis=(1, 2))
+        inter = np.minimum(cover, templates).sum(axis=(-2, -1))
+        union = np.maximum(cover, templates).sum(axis=(-2, -1))
     else:
         canvas = np.zeros((ey1 - ey0, ex1 - ex0), dtype=np.float32)
         valid = np.zeros_like(canvas)
         canvas[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0] = mask
         valid[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0] = 1.0
         cover, seen = _resize(canvas, size), _resize(valid, size)
-        inter = (np.minimum(cover, templates) * seen).sum(axis=(1, 2))
-        union = (np.maximum(cover, templates) * seen).sum(axis=(1, 2))
-    return inter / np.maximum(union, 1e-6)
+        inter = (np.minimum(cover, templates) * seen).sum(axis=(-2, -1))
+        union = (np.maximum(cover, templates) * seen).sum(axis=(-2, -1))
+    # Every ShapesWorld shape fills a square box; a much longer box is two objects or a smear
+    # (stretching it to the template grid would otherwise make any rectangle a perfect square).
+    ew, eh = ex1 - ex0, ey1 - ey0
+    aspect = min(ew, eh) / max(ew, eh)
+    return inter / np.maximum(union, 1e-6) * min(1.0, aspect / MIN_ASPECT)
 
 
 def _detection(
-    mask: np.ndarray, offset: tuple[int, int], color: int, image_shape, config: DetectorConfig
+    labels: np.ndarray,
+    mask: np.ndarray,
+    offset: tuple[int, int],
+    color: int,
+    config: DetectorConfig,
 ) -> Detection:
     ys, xs = np.nonzero(mask)
-    y0, x0 = int(ys.min()), int(xs.min())
-    y1, x1 = int(ys.max()) + 1, int(xs.max()) + 1
-    crop = mask[y0:y1, x0:x1].astype(np.float32)
     oy, ox = offset
-    box = (x0 + ox, y0 + oy, x1 + ox, y1 + oy)
-    ious = classify_shape(crop, box, image_shape, config.template_size)
+    y0, x0 = int(ys.min()) + oy, int(xs.min()) + ox
+    y1, x1 = int(ys.max()) + 1 + oy, int(xs.max()) + 1 + ox
+    crop = mask[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    box = (x0, y0, x1, y1)
+    cover = crop.astype(np.float32)
+    ious = classify_shape(cover, box, labels.shape, config.template_size)
     best = int(ious.argmax())
     return Detection(
         cls=CLASSES[best],
@@ -258,12 +268,12 @@ def detect(image: Any, config: DetectorConfig | None = None) -> list[Detection]:
         counts = np.bincount(sub_labels[comp].astype(np.int64), minlength=len(_COLOR_NAMES))
         dominant = int(counts.argmax())
         offset = (slc[0].start, slc[1].start)
-        whole = _detection(comp, offset, dominant, (h, w), config)
+        whole = _detection(labels, comp, offset, dominant, config)
         # 3. Several big colour parts: two touching objects, or one object with a drifted rim.
         if counts[dominant] < config.dominant_fraction * area:
             big = max(min_pixels, int(config.min_part_fraction * area))
             parts = [
-                _detection(mask, offset, color, (h, w), config)
+                _detection(labels, mask, offset, color, config)
                 for mask, color in _split_by_color(sub_labels, comp, big)
             ]
             if len(parts) >= 2 and np.mean([p.confidence for p in parts]) > whole.confidence:
