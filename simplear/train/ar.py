@@ -72,6 +72,7 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
         ar_setup.check_resume_config(saved_config, config)
     elif saved_config.is_file():
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    dist_utils.barrier(info)  # every rank has looked before rank 0 writes config.json below
 
     # 3. Data, vocabulary, model: every check before the first step.
     vt = ar_setup.load_visual(config, visual_tokenizer)
