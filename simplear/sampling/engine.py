@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from simplear.sampling.batch import check_vocab, make_prompt_batch
 from simplear.sampling.config import SamplingConfig
-from simplear.sampling.logits import draw, probs_from_logits, split_cfg
+from simplear.sampling.logits import Generators, draw, probs_from_logits, split_cfg
 from simplear.sampling.result import SampleResult
 
 
@@ -222,10 +222,10 @@ class FastEngine:
         uncond_ids: Sequence | torch.Tensor | None,
         *,
         num_tokens: int,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         config: SamplingConfig | None = None,
         pad_id: int = 0,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[torch.Tensor, int, int], None] | None = None,
     ) -> SampleResult:
         """Same contract and same random-number use as `reference_sample`, so equal seeds agree."""
         config = config or SamplingConfig()
@@ -246,7 +246,7 @@ class FastEngine:
             probs = probs_from_logits(split_cfg(logits, config), config)
             codes[:, step] = draw(probs, generator)
             if progress is not None:
-                progress(step + 1, num_tokens)
+                progress(codes, step + 1, num_tokens)
             if step + 1 == num_tokens:
                 break
             next_ids = codes[:, step] + self.visual_offset

@@ -25,14 +25,14 @@ import torch
 from simplear.sampling.batch import make_prompt_batch
 from simplear.sampling.config import SamplingConfig
 from simplear.sampling.engine import FastEngine
-from simplear.sampling.logits import draw, probs_from_logits, split_cfg, uniform
+from simplear.sampling.logits import Generators, draw, probs_from_logits, split_cfg, uniform
 from simplear.sampling.result import SampleResult
 
 DEFAULT_WINDOW = 16
 
 
 def verify_drafts(
-    p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, generator: torch.Generator | None
+    p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, generator: Generators
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The speculative acceptance rule for one window per image.
 
@@ -67,11 +67,11 @@ def jacobi_sample(
     visual_offset: int,
     codebook_size: int,
     num_tokens: int,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     config: SamplingConfig | None = None,
     window: int = DEFAULT_WINDOW,
     pad_id: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[torch.Tensor, int, int], None] | None = None,
     engine: FastEngine | None = None,
 ) -> SampleResult:
     """Sample like `reference_sample` (same distribution), several codes per forward pass.
@@ -140,7 +140,7 @@ def jacobi_sample(
         q = torch.where(fresh, from_pass, torch.full_like(from_pass, 1.0 / size))
         drafts = draw(q, generator)
         if progress is not None:
-            progress(min(done), num_tokens)
+            progress(codes, min(done), num_tokens)
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)

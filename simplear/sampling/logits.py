@@ -12,9 +12,14 @@ probabilities with the same generator produce the same codes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from simplear.sampling.config import SamplingConfig
+
+# One generator for the whole batch, or one per image (row), or None for torch's global one.
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 def visual_logits(logits: torch.Tensor, visual_offset: int, codebook_size: int) -> torch.Tensor:
@@ -76,12 +81,23 @@ def probs_from_logits(logits: torch.Tensor, config: SamplingConfig) -> torch.Ten
     return logits.softmax(dim=-1)
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One code per row from `probs` (…×K): argmax of p / E with E ~ Exp(1), i.e. exactly p."""
-    race = torch.empty_like(probs).exponential_(generator=generator)
+def _per_row(shape: tuple[int, ...], generator: Generators, device, fill) -> torch.Tensor:
+    if generator is None or isinstance(generator, torch.Generator):
+        return fill(torch.empty(shape, device=device), generator)
+    if len(generator) != shape[0]:
+        raise ValueError(f"got {len(generator)} generators for {shape[0]} images")
+    return torch.stack([fill(torch.empty(shape[1:], device=device), g) for g in generator])
+
+
+def draw(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """One code per row from `probs` (B×…×K): argmax of p / E with E ~ Exp(1), i.e. exactly p.
+
+    With one generator per image, row b's noise comes from generator b alone.
+    """
+    race = _per_row(tuple(probs.shape), generator, probs.device, lambda t, g: t.exponential_(generator=g))
     return (probs / race).argmax(dim=-1)
 
 
-def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
-    """U[0, 1) numbers from `generator` (used by the speculative acceptance test)."""
-    return torch.rand(shape, generator=generator, device=device)
+def uniform(shape: tuple[int, ...], generator: Generators, device) -> torch.Tensor:
+    """U[0, 1) numbers (B×…) from `generator` (used by the speculative acceptance test)."""
+    return _per_row(tuple(shape), generator, device, lambda t, g: t.uniform_(generator=g))

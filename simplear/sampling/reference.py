@@ -16,7 +16,7 @@ from transformers import DynamicCache
 
 from simplear.sampling.batch import check_vocab, make_prompt_batch
 from simplear.sampling.config import SamplingConfig
-from simplear.sampling.logits import draw, probs_from_logits, split_cfg, visual_logits
+from simplear.sampling.logits import Generators, draw, probs_from_logits, split_cfg, visual_logits
 from simplear.sampling.result import SampleResult
 
 
@@ -29,16 +29,18 @@ def reference_sample(
     visual_offset: int,
     codebook_size: int,
     num_tokens: int,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     config: SamplingConfig | None = None,
     pad_id: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[torch.Tensor, int, int], None] | None = None,
 ) -> SampleResult:
     """Sample `num_tokens` visual codes for each conditional prompt.
 
     cond_ids: B prompts (lists of unified token ids, template applied).
     uncond_ids: one unconditional/negative prompt for all, or one per prompt; unused without CFG.
-    progress: called as progress(done_tokens, num_tokens) after each step.
+    generator: one `torch.Generator` for the batch, or one per image (then image i's codes do not
+        depend on what else is in the batch).
+    progress: called as progress(codes, done, num_tokens) after each step; codes[:, :done] are final.
     """
     config = config or SamplingConfig()
     check_vocab(model, visual_offset, codebook_size, num_tokens)
@@ -66,7 +68,7 @@ def reference_sample(
         probs = probs_from_logits(split_cfg(logits, config), config)
         codes[:, step] = draw(probs, generator)
         if progress is not None:
-            progress(step + 1, num_tokens)
+            progress(codes, step + 1, num_tokens)
         if step + 1 == num_tokens:
             break
         # 3. Feed the drawn code to every row (the unconditional rows see the same image).
