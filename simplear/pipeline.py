@@ -197,3 +197,75 @@ class Pipeline:
             settings=dict(config.to_dict(), seeds=seeds, negative_prompt=negative_prompt),
         )
         return PipelineOutput(images=images, codes=codes.cpu(), stats=stats)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Everything `simplear generate` does: which model, which prompts, which settings, where to."""
+
+    prompts: tuple[str, ...]
+    out: str
+    model: str | None = None
+    visual_tokenizer: str | None = None
+    negative_prompt: str | None = None
+    num_images: int = 1
+    image_size: int | None = None
+    seed: int = 0
+    cfg_scale: float | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    sampler: str = "ar"
+    window: int | None = None
+    device: str | None = None
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    keep = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+    return "-".join(part for part in keep.split("-") if part)[:limit] or "image"
+
+
+def generate_files(config: GenerateConfig, progress: Callable[[Any, int, int], None] | None = None) -> dict:
+    """Generate images to `config.out` as PNGs plus `generate.json` (every setting, per-image seed).
+
+    Files are written atomically; the JSON sidecar is written last. Returns the sidecar's content.
+    """
+    from pathlib import Path
+
+    from simplear.utils import atomic_path, atomic_write_json
+
+    _as_prompts(list(config.prompts))  # fail on bad prompts before loading a model
+    pipe = Pipeline.from_pretrained(config.model, visual_tokenizer=config.visual_tokenizer, device=config.device)
+    out = pipe(
+        list(config.prompts), negative_prompt=config.negative_prompt, num_images=config.num_images,
+        image_size=config.image_size, cfg_scale=config.cfg_scale, temperature=config.temperature,
+        top_k=config.top_k, top_p=config.top_p, seed=config.seed, sampler=config.sampler,
+        progress=progress, window=config.window,
+    )
+    folder = Path(config.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = out.stats["settings"]["seeds"]
+    records = []
+    for i, image in enumerate(out.images):
+        prompt_index, image_index = divmod(i, config.num_images)
+        prompt = config.prompts[prompt_index]
+        name = f"{prompt_index:03d}-{image_index:02d}-{_slug(prompt)}.png"
+        with atomic_path(folder / name) as tmp:
+            image.save(tmp, format="PNG")
+        records.append({"file": name, "prompt": prompt, "seed": seeds[i], "index": image_index})
+    stats = {k: v for k, v in out.stats.items() if k != "settings"}
+    sidecar = {
+        "model": str(pipe.bundle.path) if pipe.bundle.path is not None else None,
+        "visual_tokenizer": pipe.config.visual_tokenizer,
+        "device": str(pipe.device),
+        "settings": {
+            **out.stats["settings"],
+            "sampler": config.sampler, "num_images": config.num_images, "image_size": out.stats["image_size"],
+            "grid": out.stats["grid"], "seed": config.seed, "window": config.window,
+            "prompt_template": pipe.config.prompt_template,
+        },
+        "images": records,
+        "stats": stats,
+    }
+    atomic_write_json(folder / "generate.json", sidecar)
+    return sidecar
