@@ -1,5 +1,94 @@
-"""CLI verbs (filled in by the issue that owns them)."""
+"""`simplear train grpo` (RL on a trained bundle) and `simplear recipe shapes` (all three stages).
+
+Thin: parse arguments, build a typed config, one library call. Under
+`torchrun --nproc_per_node=N -m simplear train grpo ...` the same verb trains with DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _train_grpo(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import fields
+
+    from simplear.train.grpo import GRPOConfig, train_grpo
+
+    given = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if getattr(args, f.name, None) is not None}
+    config = GRPOConfig(**given)
+    summary = train_grpo(config)
+    if summary:
+        print(json.dumps(summary))
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from simplear.train.recipe import RecipeConfig, grpo_defaults, run_recipe, smoke_config
+
+    config = smoke_config(args.out, args.device) if args.smoke else RecipeConfig(out=args.out, device=args.device)
+    changes = {k: v for k, v in (("seed", args.seed), ("until", args.until), ("eval_num_prompts", args.eval_prompts),
+                                 ("eval_images_per_prompt", args.images_per_prompt)) if v is not None}
+    if args.grpo_steps is not None:
+        changes["grpo_overrides"] = {**(config.grpo_overrides or grpo_defaults()), "steps": args.grpo_steps}
+    run_recipe(dataclasses.replace(config, **changes))
+    return 0
 
 
 def register(top, groups) -> None:
-    pass
+    p = groups["train"].add_parser(
+        "grpo", help="GRPO (RL) on a trained bundle with the judge or a CLIP reward",
+        description="Group relative policy optimisation: G images per prompt from the policy (with the "
+                    "CFG scale and temperature it is evaluated with), rewards normalised within each group, "
+                    "clipped surrogate + KL to the initial model. Ends with OUT/bundle.",
+    )
+    p.add_argument("--init-from", dest="init_from", required=True, help="bundle folder to start from (the SFT model)")
+    p.add_argument("--out", default="runs/grpo", help="run folder (default runs/grpo)")
+    p.add_argument("--reward", default=None,
+                   help="reward spec: shapes | shapes:strict | clip:PATH | 0.8*shapes+0.2*clip:PATH (default shapes)")
+    p.add_argument("--prompts", default=None, help="JSONL of GenEval metadata lines (default: ShapesWorld prompts)")
+    p.add_argument("--eval-prompts", dest="eval_prompts", default=None,
+                   help="JSONL for periodic evaluation (default: the ShapesWorld suite)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--prompts-per-step", dest="prompts_per_step", type=int, default=None)
+    p.add_argument("--group-size", dest="group_size", type=int, default=None, help="G images per prompt (default 8)")
+    p.add_argument("--passes", type=int, default=None, help="optimisation passes per rollout batch")
+    p.add_argument("--minibatch-size", dest="minibatch_size", type=int, default=None)
+    p.add_argument("--micro-batch-size", dest="micro_batch_size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr-schedule", dest="lr_schedule", choices=("constant", "cosine"), default=None)
+    p.add_argument("--beta", type=float, default=None, help="KL weight (0 allowed: no reference model)")
+    p.add_argument("--clip-eps", dest="clip_eps", type=float, default=None)
+    p.add_argument("--cfg-scale", dest="cfg_scale", type=float, default=None,
+                   help="CFG scale of rollouts, loss and evaluation (default: the bundle's)")
+    p.add_argument("--temperature", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--sampler", choices=("engine", "reference"), default=None)
+    p.add_argument("--eval-every", dest="eval_every", type=int, default=None)
+    p.add_argument("--eval-num-prompts", dest="eval_num_prompts", type=int, default=None)
+    p.add_argument("--eval-images-per-prompt", dest="eval_images_per_prompt", type=int, default=None)
+    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=None)
+    p.add_argument("--keep-last", dest="keep_last", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    p.set_defaults(func=_train_grpo)
+
+    r = top.add_parser(
+        "recipe", help="run a whole training recipe (tokenizer -> pretrain -> SFT -> GRPO)",
+        description="ShapesWorld's three-stage recipe with an evaluation after each stage; re-running the "
+                    "same command continues where it stopped. Writes OUT/stages.md and OUT/stages.json.",
+    )
+    r.add_argument("name", choices=("shapes",), help="recipe name")
+    r.add_argument("--out", required=True, help="recipe folder")
+    r.add_argument("--smoke", action="store_true", help="a tiny configuration that runs in about a minute")
+    r.add_argument("--device", default=None, help="default: CUDA when present, else CPU")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--until", default=None, choices=("data", "tokenizer", "tokens", "pretrain", "sft", "grpo"),
+                   help="stop after this stage")
+    r.add_argument("--eval-prompts", dest="eval_prompts", type=int, default=None,
+                   help="suite prompts per evaluation (default all 553)")
+    r.add_argument("--images-per-prompt", dest="images_per_prompt", type=int, default=None)
+    r.add_argument("--grpo-steps", dest="grpo_steps", type=int, default=None)
+    r.set_defaults(func=_recipe)

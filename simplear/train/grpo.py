@@ -63,7 +63,7 @@ class GRPOConfig:
     temperature: float | None = None  # None: the bundle's default
     sampler: str = "engine"  # rollouts: "engine" (fast, static cache) or "reference"; same distribution
     eval_every: int = 25  # 0 disables periodic evaluation
-    eval_num_prompts: int = 96  # first N prompts of the evaluation suite (0 = all)
+    eval_num_prompts: int = 96  # N prompts spread over the evaluation suite (0 = all)
     eval_images_per_prompt: int = 1
     eval_seed: int = 1234
     log_every: int = 1  # console line every N steps (every step is in log.jsonl)
@@ -149,7 +149,9 @@ def evaluation_prompts(config: GRPOConfig) -> list[dict]:
         from simplear.eval.suite import make_suite
 
         items = make_suite(seed=0)
-    return items[: config.eval_num_prompts] if config.eval_num_prompts else items
+    from simplear.train.suite_eval import spread
+
+    return spread(items, config.eval_num_prompts)
 
 
 def prompts_for_step(pool: Sequence[dict], step: int, count: int, seed: int) -> list[dict]:

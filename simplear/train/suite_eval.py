@@ -20,6 +20,14 @@ from typing import Any
 import torch
 
 
+def spread(items: Sequence, count: int) -> list:
+    """`count` items evenly spaced through `items` (all when count is 0), so a short suite still
+    covers every tag (the suite lists its prompts tag by tag)."""
+    if not count or count >= len(items):
+        return list(items)
+    return [items[i * len(items) // count] for i in range(count)]
+
+
 def geneval_table(records: Sequence[dict]) -> dict:
     """{"overall", "tags": {tag: accuracy}, "images", "partial"} from per-image records
     (`tag`, `correct`, `score`)."""

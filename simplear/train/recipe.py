@@ -1,0 +1,283 @@
+"""`simplear recipe shapes --out DIR`: SimpleAR's three stages on ShapesWorld, in one command.
+
+data (ShapesWorld images at the low and high resolution) -> visual tokenizer -> token shards ->
+pretraining at the low resolution -> SFT at the high resolution -> GRPO with the judge's reward,
+with an evaluation after each stage on the 553-prompt ShapesWorld suite (GenEval's protocol:
+4 images per prompt, overall = mean over the six tags, held-out colour–class pairs reported
+apart). Each stage is the library call its own CLI verb makes (`train_tokenizer`, `tokenize_dataset`,
+`train_ar`, `train_grpo`); this file only wires folders together.
+
+Folder layout (every stage resumable; a re-run continues where it stopped):
+    DIR/recipe.json             the resolved RecipeConfig
+    DIR/data/{low,low-val,high,high-val}/   ShapesWorld datasets (atomic folders)
+    DIR/tokenizer/              FSQ visual tokenizer
+    DIR/tokens/{...}/           token shards (resumable, manifest written last)
+    DIR/pretrain/, DIR/sft/, DIR/grpo/      runs, each ending in bundle/
+    DIR/stages/NAME.json        a stage's completion marker and its evaluation
+    DIR/samples/NAME.png        the same prompts and seeds after each stage
+    DIR/stages.json, DIR/stages.md          the stage table
+A stage whose marker exists is skipped; an unfinished one resumes from its own checkpoints.
+Devices: `device=None` picks CUDA when present, so the same command trains faster on a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from simplear.utils import atomic_path, atomic_write_json, atomic_write_text
+
+STAGES = ("data", "tokenizer", "tokens", "pretrain", "sft", "grpo")
+# Fixed prompts for the per-stage sample grids (the model card's picture).
+GRID_PROMPTS = (
+    "a photo of a red circle",
+    "a photo of two blue squares",
+    "a photo of a star and a heart",
+    "a photo of a cross left of a triangle",
+    "a photo of a purple star and an orange triangle",
+    "a photo of three green hearts",
+)
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """The whole recipe. The defaults are the full CPU run; `smoke_config` is a seconds-long one."""
+
+    out: str
+    device: str | None = None
+    seed: int = 0
+    low_resolution: int = 64  # pretraining images (8x8 codes with the 8x tokenizer)
+    high_resolution: int = 128  # SFT, GRPO and evaluation images (16x16 codes)
+    pretrain_images: int = 40_000
+    sft_images: int = 20_000
+    val_images: int = 512
+    tokenizer_recipe: str = "shapes"
+    tokenizer_overrides: dict = dataclasses.field(default_factory=dict)  # TokenizerTrainConfig fields
+    pretrain_overrides: tuple[str, ...] = ()  # key=value for the shapes-pretrain TrainConfig
+    sft_overrides: tuple[str, ...] = ()  # key=value for the shapes-sft TrainConfig
+    grpo_overrides: dict = dataclasses.field(default_factory=dict)  # GRPOConfig fields
+    eval_num_prompts: int = 0  # 0 = the whole 553-prompt suite
+    eval_images_per_prompt: int = 4
+    eval_batch_size: int = 32
+    until: str = "grpo"  # stop after this stage
+
+    def __post_init__(self):
+        if self.until not in STAGES:
+            raise ValueError(f"until must be one of {STAGES}, got {self.until!r}")
+        if self.high_resolution <= self.low_resolution:
+            raise ValueError("high_resolution must exceed low_resolution (pretrain low, SFT high)")
+        for name in ("pretrain_images", "sft_images", "val_images", "eval_images_per_prompt", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+def grpo_defaults() -> dict:
+    """GRPO settings of the full recipe (fit the remaining CPU budget; the lead may retune)."""
+    return {"steps": 60, "prompts_per_step": 8, "group_size": 8, "passes": 2, "lr": 2e-5, "beta": 0.02,
+            "clip_eps": 0.2, "eval_every": 20, "eval_num_prompts": 96, "checkpoint_every": 10,
+            "micro_batch_size": 16, "reward": "shapes"}
+
+
+def smoke_config(out: str, device: str | None = None) -> RecipeConfig:
+    """A tiny end-to-end configuration (seconds per stage on a CPU) for tests and dry runs."""
+    tiny_ar = ("model.preset=tiny", "batch_size=8", "micro_batch_size=8", "max_steps=3", "checkpoint_every=2",
+               "log_every=1", "eval.every=0", "eval.samples=false", "eval.val_batches=1", "progress=false",
+               "optim.warmup_steps=0", "data.text_vocab_size=300")
+    return RecipeConfig(
+        out=out, device=device, low_resolution=32, high_resolution=64, pretrain_images=32, sft_images=32,
+        val_images=8,
+        tokenizer_overrides={"steps": 4, "batch_size": 4, "channels": (8, 16, 16, 16), "res_blocks": (0, 0, 0, 0),
+                             "crop": 32, "eval_images": 8, "log_every": 2, "checkpoint_every": 2,
+                             "levels": (4, 4)},
+        pretrain_overrides=(*tiny_ar, "model.context=160"),
+        sft_overrides=(*tiny_ar, "model.context=192"),
+        grpo_overrides={"steps": 2, "prompts_per_step": 2, "group_size": 2, "passes": 1, "eval_every": 0,
+                        "checkpoint_every": 1, "micro_batch_size": 4, "progress": False},
+        eval_num_prompts=6, eval_images_per_prompt=1, eval_batch_size=8,
+    )
+
+
+# ---- stages ----------------------------------------------------------------------------------
+
+
+def _data(cfg: RecipeConfig, root: Path) -> dict:
+    from simplear.data.shapes_dataset import ShapesDatasetConfig, write_shapes_dataset
+
+    sets = {"low": (cfg.pretrain_images, cfg.low_resolution, 0), "low-val": (cfg.val_images, cfg.low_resolution, 1),
+            "high": (cfg.sft_images, cfg.high_resolution, 2), "high-val": (cfg.val_images, cfg.high_resolution, 3)}
+    for name, (num, resolution, offset) in sets.items():
+        folder = root / "data" / name
+        if (folder / "config.json").is_file():
+            continue  # written whole by an atomic folder rename: complete
+        seed = cfg.seed * 10 + offset  # different images in every set
+        write_shapes_dataset(folder, ShapesDatasetConfig(num=num, resolution=resolution, seed=seed), overwrite=True)
+    return {"sets": {k: v[0] for k, v in sets.items()}}
+
+
+def _tokenizer(cfg: RecipeConfig, root: Path) -> dict:
+    from simplear.train.tokenizer import recipe_config, train_tokenizer
+    from simplear.train.tokenizer_eval import TokenizerEvalConfig, evaluate_tokenizer
+
+    overrides = {"resolutions": (cfg.low_resolution, cfg.high_resolution), "seed": cfg.seed, "device": cfg.device,
+                 **cfg.tokenizer_overrides}
+    tcfg = recipe_config(cfg.tokenizer_recipe, out=str(root / "tokenizer"), **overrides)
+    train_tokenizer(tcfg)
+    report = evaluate_tokenizer(TokenizerEvalConfig(
+        tokenizer=str(root / "tokenizer"), resolutions=(cfg.low_resolution, cfg.high_resolution),
+        num_images=cfg.eval_num_prompts or 553, device=cfg.device))
+    high = report["resolutions"][str(cfg.high_resolution)]
+    # The round-trip score is the ceiling of every later stage (a model cannot beat its tokenizer).
+    return {"eval": {"overall": high["judge_accuracy_roundtrip"], "partial": high["judge_score_roundtrip"],
+                     "psnr": high["psnr"], "images": report["prompts"], "kind": "round-trip of ground truth"},
+            "report": report}
+
+
+def _tokens(cfg: RecipeConfig, root: Path) -> dict:
+    from simplear.data.shards import TokenizeConfig, tokenize_dataset
+
+    counts = {}
+    for name, resolution in (("low", cfg.low_resolution), ("low-val", cfg.low_resolution),
+                             ("high", cfg.high_resolution), ("high-val", cfg.high_resolution)):
+        manifest = tokenize_dataset(TokenizeConfig(
+            data=str(root / "data" / name / "captions.jsonl"), tokenizer=str(root / "tokenizer"),
+            out=str(root / "tokens" / name), resolution=resolution, device=cfg.device))
+        counts[name] = manifest["count"] if manifest else None
+    return {"counts": counts}
+
+
+def _ar_stage(cfg: RecipeConfig, root: Path, name: str) -> dict:
+    from simplear.train.ar import train_ar
+    from simplear.train.config import recipe
+
+    low = name == "pretrain"
+    res = cfg.low_resolution if low else cfg.high_resolution
+    split = "low" if low else "high"
+    paths = [f"data.shards={root / 'tokens' / split}", f"data.val_shards={root / 'tokens' / (split + '-val')}",
+             f"data.visual_tokenizer={root / 'tokenizer'}", f"data.resolution={res}", f"seed={cfg.seed}"]
+    if cfg.device:
+        paths.append(f"device={cfg.device}")
+    if not low:
+        paths.append(f"model.init_from={root / 'pretrain' / 'bundle'}")
+    overrides = paths + list(cfg.pretrain_overrides if low else cfg.sft_overrides)
+    config = recipe("shapes-pretrain" if low else "shapes-sft", overrides)
+    run = root / name
+    train_ar(config, run, resume=(run / "config.json").is_file())
+    return {"bundle": str(run / "bundle"), "resolution": res}
+
+
+def _grpo(cfg: RecipeConfig, root: Path) -> dict:
+    from simplear.train.grpo import GRPOConfig, train_grpo
+
+    fields = {**grpo_defaults(), **cfg.grpo_overrides}
+    gcfg = GRPOConfig(init_from=str(root / "sft" / "bundle"), out=str(root / "grpo"), device=cfg.device,
+                      seed=cfg.seed, resume=True, **fields)
+    summary = train_grpo(gcfg)
+    return {"bundle": str(root / "grpo" / "bundle"), "resolution": cfg.high_resolution, "summary": summary}
+
+
+RUNNERS: dict[str, Callable[[RecipeConfig, Path], dict]] = {
+    "data": _data,
+    "tokenizer": _tokenizer,
+    "tokens": _tokens,
+    "pretrain": lambda cfg, root: _ar_stage(cfg, root, "pretrain"),
+    "sft": lambda cfg, root: _ar_stage(cfg, root, "sft"),
+    "grpo": _grpo,
+}
+
+
+# ---- evaluation, grids, the table -------------------------------------------------------------
+
+
+def evaluate_stage(cfg: RecipeConfig, bundle_path: str, root: Path, name: str) -> dict:
+    """Judge the stage's saved bundle (exactly what ships) on the suite, and draw its sample grid."""
+    from simplear.bundle import load_bundle
+    from simplear.eval.suite import make_suite
+    from simplear.train.ar_eval import image_grid
+    from simplear.train.suite_eval import evaluate_bundle, generate_codes, spread
+    from simplear.visual_tokenizers.images import tensor_to_pil
+
+    bundle = load_bundle(bundle_path, device=cfg.device)
+    bundle.model.eval()
+    suite = spread(make_suite(seed=0), cfg.eval_num_prompts)
+    result = evaluate_bundle(bundle, suite, images_per_prompt=cfg.eval_images_per_prompt, seed=cfg.seed,
+                             batch_size=cfg.eval_batch_size)
+    result["sampling"] = bundle.config.sampling.to_dict()
+    result["image_size"] = bundle.config.image_size
+    prompts = [p for p in GRID_PROMPTS for _ in range(4)]
+    codes = generate_codes(bundle, prompts, seed=cfg.seed, batch_size=cfg.eval_batch_size)
+    grid = image_grid(tensor_to_pil(bundle.visual_tokenizer.decode(codes)), columns=4)
+    with atomic_path(root / "samples" / f"{name}.png") as tmp:
+        grid.save(tmp, format="PNG")
+    return result
+
+
+def stage_table(results: dict) -> tuple[list[dict], str]:
+    """Rows (stage, overall, tags, held-out, seen) and the same as a markdown table."""
+    from simplear.eval.judge import TAGS
+
+    rows = []
+    for name in STAGES:
+        ev = results.get(name, {}).get("eval")
+        if not ev:
+            continue
+        rows.append({"stage": name, "overall": ev.get("overall"), "tags": ev.get("tags", {}),
+                     "heldout": (ev.get("heldout") or {}).get("overall"), "seen": (ev.get("seen") or {}).get("overall"),
+                     "images": ev.get("images"), "seconds": results[name].get("seconds")})
+    head = "| stage | overall | " + " | ".join(TAGS) + " | held-out | seen | images | train+eval s |"
+    lines = [head, "|" + "---|" * (len(TAGS) + 6)]
+
+    def fmt(v):
+        return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    for r in rows:
+        cells = [r["stage"], fmt(r["overall"])] + [fmt(r["tags"].get(t)) for t in TAGS]
+        cells += [fmt(r["heldout"]), fmt(r["seen"]), fmt(r["images"]), fmt(r["seconds"] and round(r["seconds"]))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return rows, "\n".join(lines) + "\n"
+
+
+# ---- the driver ------------------------------------------------------------------------------
+
+
+def run_recipe(cfg: RecipeConfig, log: Callable[[str], None] = print) -> dict:
+    """Run (or continue) every stage up to `cfg.until`; returns {stage: marker dict}."""
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    saved = root / "recipe.json"
+    mine = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    if saved.is_file():
+        before = json.loads(saved.read_text())
+        changed = sorted(k for k in mine if k not in ("until", "device") and before.get(k) != mine[k])
+        if changed:
+            raise ValueError(f"{root} holds a recipe run with other settings ({', '.join(changed)}); "
+                             "use another --out or the same settings")
+    atomic_write_json(saved, mine)
+    results: dict = {}
+    for name in STAGES:
+        marker = root / "stages" / f"{name}.json"
+        if marker.is_file():
+            results[name] = json.loads(marker.read_text())
+            log(f"recipe: {name} done earlier, skipped")
+        else:
+            log(f"recipe: stage {name}")
+            started = time.perf_counter()
+            info = RUNNERS[name](cfg, root)
+            if "bundle" in info:
+                info["eval"] = evaluate_stage(cfg, info["bundle"], root, name)
+            info["seconds"] = time.perf_counter() - started
+            atomic_write_json(marker, info)  # written last: the stage is complete
+            results[name] = info
+        if "eval" in results[name]:
+            ev = results[name]["eval"]
+            log(f"recipe: {name} overall {ev['overall']:.4f}")
+        if name == cfg.until:
+            break
+    rows, markdown = stage_table(results)
+    atomic_write_json(root / "stages.json", rows)
+    atomic_write_text(root / "stages.md", markdown)
+    log(markdown)
+    return results

@@ -1,0 +1,81 @@
+"""The one-command ShapesWorld recipe on its smoke configuration: every stage runs, is evaluated,
+lands in the stage table, and a re-run continues instead of starting over."""
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def recipe_dir(tmp_path_factory):
+    # One thread: the models are tiny and two threads oversubscribe a shared 2-core machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("recipe") / "shapes"
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "sft") == 0
+    yield out
+    torch.set_num_threads(before)
+
+
+def _rows(out):
+    return {r["stage"]: r for r in json.loads((out / "stages.json").read_text())}
+
+
+def test_stages_up_to_sft_ran_and_were_evaluated(recipe_dir):
+    for stage in ("data", "tokenizer", "tokens", "pretrain", "sft"):
+        assert (recipe_dir / "stages" / f"{stage}.json").is_file()
+    assert not (recipe_dir / "stages" / "grpo.json").exists()
+    rows = _rows(recipe_dir)
+    assert set(rows) == {"tokenizer", "pretrain", "sft"}
+    for stage in ("pretrain", "sft"):
+        assert 0.0 <= rows[stage]["overall"] <= 1.0
+        assert rows[stage]["images"] == 6  # smoke: 6 prompts x 1 image
+        assert (recipe_dir / "samples" / f"{stage}.png").is_file()
+    # The smoke suite is spread over the tags, not the first six prompts of one tag.
+    assert len(rows["sft"]["tags"]) >= 4
+    sft = json.loads((recipe_dir / "sft" / "bundle" / "simplear.json").read_text())
+    pre = json.loads((recipe_dir / "pretrain" / "bundle" / "simplear.json").read_text())
+    assert (pre["image_size"], sft["image_size"]) == (32, 64)  # low resolution, then high
+    assert "| sft |" in (recipe_dir / "stages.md").read_text()
+
+
+def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, capsys):
+    marker = recipe_dir / "stages" / "sft.json"
+    before = marker.stat().st_mtime_ns
+    assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
+    out = capsys.readouterr().out
+    assert "sft done earlier, skipped" in out and "stage grpo" in out
+    assert marker.stat().st_mtime_ns == before  # finished stages are not redone
+    rows = _rows(recipe_dir)
+    assert list(rows) == ["tokenizer", "pretrain", "sft", "grpo"]
+    saved = json.loads((recipe_dir / "grpo" / "bundle" / "simplear.json").read_text())
+    sft = json.loads((recipe_dir / "sft" / "bundle" / "simplear.json").read_text())
+    assert saved["sampling"]["cfg_scale"] == sft["sampling"]["cfg_scale"]  # evaluated as optimised
+    log = [json.loads(line) for line in (recipe_dir / "grpo" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2]
+
+    # An interrupted GRPO stage (no marker, checkpoints on disk) resumes from its checkpoint.
+    (recipe_dir / "stages" / "grpo.json").unlink()
+    assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert (recipe_dir / "stages" / "grpo.json").is_file()
+
+    # Other settings on the same folder are refused, with exit code 2.
+    assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke", "--seed", "5") == 2
+
+
+def test_train_grpo_cli_with_the_judge_reward_and_evaluation(recipe_dir, tmp_path):
+    out = tmp_path / "grpo"
+    code = run_cli("train", "grpo", "--init-from", recipe_dir / "sft" / "bundle", "--out", out, "--steps", "1",
+                   "--group-size", "2", "--prompts-per-step", "2", "--eval-every", "1", "--eval-num-prompts", "3",
+                   "--device", "cpu", "--beta", "0")
+    assert code == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    (train,) = [r for r in records if r["kind"] == "train"]
+    (ev,) = [r for r in records if r["kind"] == "eval"]
+    assert 0.0 <= train["reward_mean"] <= 1.0 and train["kl"] == 0.0
+    assert ev["images"] == 3 and 0.0 <= ev["judge_score"] <= 1.0
+    assert (out / "bundle" / "simplear.json").is_file()
+    assert run_cli("train", "grpo", "--init-from", tmp_path / "missing", "--out", tmp_path / "x") == 2
