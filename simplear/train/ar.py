@@ -77,11 +77,11 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
     # 3. Data, vocabulary, model: every check before the first step.
     vt = ar_setup.load_visual(config, visual_tokenizer)
     dataset = dataset if dataset is not None else ar_setup.load_shards(
-        config.data.shards, vt, config.data.resolution, "training")
+        config.data.shards, vt, config.data.resolution, "training", config.seed)
     if dataset is None:
         raise ValueError("no training data: set data.shards=FOLDER[,FOLDER...] (token shards)")
     if val_dataset is None:
-        val_dataset = ar_setup.load_shards(config.data.val_shards, vt, config.data.resolution, "validation")
+        val_dataset = ar_setup.load_shards(config.data.val_shards, vt, config.data.resolution, "validation", config.seed)
     grid = ar_setup.grid_of(dataset)
     captions = ar_setup.dataset_captions(dataset)
     vocab, model, init_source = ar_setup.build_vocab_and_model(config, vt, captions, run_dir, resume)
@@ -146,7 +146,7 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
     # 6. The loop.
     per_rank = config.batch_size // info.world_size
     micro_steps = per_rank // config.micro_batch_size
-    step = start_step
+    done = start_step
     window_tokens, window_start = 0.0, time.perf_counter()
     for step in range(start_step, config.max_steps):
         # 6a. This rank's share of the global batch: positions are global, so any world size sees
@@ -198,9 +198,8 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
         if config.stop_after is not None and done >= config.stop_after:
             break
 
-    # 7. Final evaluation and the bundle.
-    finished = step + 1 >= config.max_steps
-    if finished:
+    # 7. Final evaluation and the bundle (a resumed run that had already finished does nothing).
+    if done >= config.max_steps and (start_step < config.max_steps or not (run_dir / "bundle").is_dir()):
         run_eval(config.max_steps)
         if info.is_main:
             _write_bundle(run_dir, model, vocab, vt, grid, config)

@@ -42,15 +42,18 @@ def load_visual(config: TrainConfig, visual_tokenizer: Any = None):
     return load_visual_tokenizer(resolve_path(config.data.visual_tokenizer, "visual tokenizer"))
 
 
-def load_shards(specs: tuple[str, ...], visual_tokenizer: Any, resolution: int | None, what: str):
-    """A `TokenShardDataset` over the shard folders (the data module checks tokenizer and resolution)."""
+def load_shards(specs: tuple[str, ...], visual_tokenizer: Any, resolution: int | None, what: str, seed: int = 0):
+    """A `TokenShardDataset` over shard folders, each `DIR` or `DIR@STRATEGY` (`all`, `first:N`,
+    `end:N`, `random:N`, `N%`); the data module checks the tokenizer and resolution."""
     if not specs:
         return None
-    from simplear.data.token_dataset import TokenShardDataset
+    if not resolution:
+        raise ValueError("data.resolution is required with token shards (they are checked against it)")
+    from simplear.data.token_dataset import TokenShardDataset, parse_source
 
-    sources = list(specs) if len(specs) > 1 else specs[0]
     try:
-        return TokenShardDataset(sources, visual_tokenizer=visual_tokenizer, resolution=resolution)
+        return TokenShardDataset([parse_source(s) for s in specs], visual_tokenizer=visual_tokenizer,
+                                 resolution=int(resolution), seed=seed)
     except (ValueError, FileNotFoundError) as err:
         raise type(err)(f"{what} shards: {err}") from err
 
