@@ -29,7 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from simplear.train.tokenizer_data import make_image_source
-from simplear.utils import atomic_path, atomic_write_json, pick_device, seed_everything
+from simplear.utils import atomic_path, atomic_write_json, atomic_write_text, pick_device, seed_everything
 from simplear.visual_tokenizers.autoencoder import FSQAutoencoder, FSQAutoencoderConfig
 from simplear.visual_tokenizers.images import uint8_to_float
 
@@ -155,6 +155,13 @@ def evaluate_reconstruction(model, images: torch.Tensor, batch_size: int = 64) -
     }
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    # Records written after the checkpoint belong to steps that are about to be redone.
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
 def train_tokenizer(cfg: TokenizerTrainConfig, log=print) -> dict:
     """Train (or resume) a tokenizer into `cfg.out`; returns the held-out evaluation dict."""
     # 1. Setup: folders, seeds, data, model, optimiser.
@@ -189,6 +196,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, log=print) -> dict:
         gen.set_state(ckpt["torch_gen"])
         rng.bit_generator.state = ckpt["numpy_rng"]
         step = int(ckpt["step"])
+        _truncate_log(train_dir / "log.jsonl", step)
         log(f"resumed from {ckpt_path} at step {step}")
     atomic_write_json(out / "train_config.json", cfg.to_dict())
     log(

@@ -45,19 +45,19 @@ class FileSource:
     """Images from a captions JSONL or a folder, held in memory as uint8 per resolution."""
 
     def __init__(self, paths: list[Path], heldout: bool = False):
-        n_eval = min(512, max(1, len(paths) // 10)) if len(paths) > 1 else 0
-        chosen = paths[len(paths) - n_eval :] if heldout else paths[: len(paths) - n_eval]
-        self.images: list[Image.Image] = []
+        readable: list[Image.Image] = []
         self.skipped = 0
-        for path in chosen:
+        for path in paths:
             try:
                 with Image.open(path) as im:
                     im.load()
-                    self.images.append(im.convert("RGB"))
+                    readable.append(im.convert("RGB"))
             except (OSError, ValueError, Image.DecompressionBombError):
                 self.skipped += 1
-        if not self.images:
-            raise ValueError(f"no readable {'held-out ' if heldout else ''}images ({self.skipped} unreadable)")
+        if len(readable) < 2:
+            raise ValueError(f"need at least 2 readable images, found {len(readable)} ({self.skipped} unreadable)")
+        n_eval = min(512, max(1, len(readable) // 10))
+        self.images = readable[len(readable) - n_eval :] if heldout else readable[: len(readable) - n_eval]
         self._cache: dict[int, torch.Tensor] = {}
 
     def _at(self, resolution: int) -> torch.Tensor:

@@ -1,0 +1,238 @@
+"""Images + captions -> token shards (`simplear data tokenize`), resumable and multi-process.
+
+Input: a JSONL whose lines have `image` (path relative to the JSONL file, or absolute) and
+`captions` (a list of strings; a single string is accepted), e.g. ShapesWorld's `captions.jsonl`.
+Every image is centre-cropped and resized to `resolution` (`visual_tokenizers/images.py`) and
+encoded once; the AR model then trains on cached codes.
+
+Output folder:
+- `shard-00000.npy`: codes N x h x w (uint16 when the codebook fits, else int32);
+- `shard-00000.jsonl`: one line per row, `{"line", "image", "captions", ...other input keys}`;
+- `shard-00000.json`: the shard's row count and skipped lines, written after the two files above,
+  so it marks the shard as finished (a rerun skips finished shards: that is the resume);
+- `tokenize.json`: the run's identity (tokenizer, resolution, input, shard size), written first,
+  so a rerun with another tokenizer or resolution into the same folder is refused;
+- `manifest.json`: written last, when every shard is done (see `build_manifest`).
+
+Shard k always holds input lines [k * shard_size, (k + 1) * shard_size) minus skipped ones, and
+under `torchrun --nproc_per_node=N` rank r does shards r, r + N, ...: the output does not depend
+on the number of processes. Unreadable, missing or truncated images and malformed lines are
+skipped and counted with a reason, never replaced by another sample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from simplear.utils import atomic_path, atomic_write_json, atomic_write_text
+from simplear.visual_tokenizers import load_visual_tokenizer, tokenizer_identity
+from simplear.visual_tokenizers.images import center_crop_resize, pil_to_tensor
+
+FORMAT = "simplear-token-shards"
+CROP_POLICY = "RGB, centre crop to the largest square, bicubic resize to resolution x resolution"
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    data: str  # captions JSONL
+    tokenizer: str  # visual tokenizer folder
+    out: str  # shard folder
+    resolution: int
+    shard_size: int = 1000
+    batch_size: int = 32
+    device: str | None = None  # default: cuda:LOCAL_RANK when CUDA exists, else CPU
+    limit: int | None = None  # only the first `limit` lines
+
+    def __post_init__(self):
+        if self.resolution <= 0 or self.shard_size <= 0 or self.batch_size <= 0:
+            raise ValueError("resolution, shard_size and batch_size must be positive")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError("limit must be >= 0")
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}"
+
+
+def _dist_setup():
+    """(rank, world, created): join torchrun's process group (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _parse_line(line: str, base: Path) -> tuple[dict | None, Path | None, str | None, str]:
+    """(item, image path, skip reason, detail) for one JSONL line."""
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as err:
+        return None, None, "bad_json", str(err)
+    if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+        return None, None, "missing_image_field", "line has no string 'image'"
+    captions = item.get("captions", item.get("caption"))
+    if isinstance(captions, str):
+        captions = [captions]
+    if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
+        return None, None, "no_captions", "'captions' must be a non-empty list of strings"
+    item["captions"] = captions
+    path = Path(item["image"])
+    return item, (path if path.is_absolute() else base / path), None, ""
+
+
+def _load_image(path: Path, resolution: int) -> tuple[Image.Image | None, str | None, str]:
+    if not path.is_file():
+        return None, "missing_file", f"{path} not found"
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: truncated files fail here, not later in a batch
+            return center_crop_resize(image, resolution), None, ""
+    except Exception as err:  # any decoder failure is the file's fault: skip it, say why
+        return None, "unreadable_image", f"{type(err).__name__}: {err}"
+
+
+def _tokenize_shard(k: int, lines: list[str], first: int, cfg: TokenizeConfig, tokenizer, out: Path) -> None:
+    """Encode input lines [first, first + len(lines)) into shard k (three files, sidecar last)."""
+    base = Path(cfg.data).parent
+    rows, images, skipped = [], [], []
+    for offset, line in enumerate(lines):
+        index = first + offset
+        item, path, reason, detail = _parse_line(line, base)
+        image = None
+        if reason is None:
+            image, reason, detail = _load_image(path, cfg.resolution)
+        if reason is not None:
+            name = item.get("image") if item else None
+            skipped.append({"line": index, "image": name, "reason": reason, "detail": detail})
+            continue
+        rows.append({"line": index, **item})
+        images.append(image)
+    grid = cfg.resolution // tokenizer.downsample
+    dtype = np.uint16 if tokenizer.codebook_size <= 2**16 else np.int32
+    codes = np.zeros((len(images), grid, grid), dtype=dtype)
+    for i in range(0, len(images), cfg.batch_size):
+        batch = tokenizer.encode(pil_to_tensor(images[i : i + cfg.batch_size]))
+        codes[i : i + batch.shape[0]] = batch.cpu().numpy().astype(dtype)
+    name = shard_name(k)
+    with atomic_path(out / f"{name}.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, codes)  # through a file object: np.save(path) would append ".npy" to the temp name
+    atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_json(out / f"{name}.json", {"rows": len(rows), "lines": [first, first + len(lines)], "skipped": skipped})
+
+
+def build_manifest(out: Path, run: dict, num_shards: int) -> dict:
+    """Gather the shard sidecars into `manifest.json` (the last file written)."""
+    shards, skipped = [], []
+    for k in range(num_shards):
+        sidecar = out / f"{shard_name(k)}.json"
+        if not sidecar.is_file():
+            raise ValueError(f"{sidecar} is missing: shard {k} did not finish; rerun to resume")
+        info = json.loads(sidecar.read_text())
+        shards.append({"name": shard_name(k), "rows": info["rows"], "lines": info["lines"]})
+        skipped += info["skipped"]
+    manifest = {
+        "format": FORMAT,
+        "version": 1,
+        **run,
+        "count": sum(s["rows"] for s in shards),
+        "shards": shards,
+        "num_skipped": len(skipped),
+        "skipped_reasons": dict(sorted(Counter(s["reason"] for s in skipped).items())),
+        "skipped": skipped,
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def tokenize_dataset(cfg: TokenizeConfig, visual_tokenizer=None, log=print) -> dict | None:
+    """Tokenise `cfg.data` into shards in `cfg.out`; returns the manifest (None on ranks > 0).
+
+    `visual_tokenizer`: an already loaded tokenizer (else `cfg.tokenizer` is loaded).
+    """
+    data, out = Path(cfg.data), Path(cfg.out)
+    if not data.is_file():
+        raise FileNotFoundError(f"captions file {data} not found")
+    rank, world, created = _dist_setup()
+    try:
+        # 1. Tokenizer on this rank's device, and the run identity that shards must share.
+        if visual_tokenizer is None:
+            device = cfg.device
+            if device is None and torch.cuda.is_available():
+                device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            visual_tokenizer = load_visual_tokenizer(cfg.tokenizer, device=device)
+        if cfg.resolution % visual_tokenizer.downsample:
+            raise ValueError(f"resolution {cfg.resolution} is not divisible by the tokenizer's downsampling {visual_tokenizer.downsample}")
+        lines = [ln for ln in data.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if cfg.limit is not None:
+            lines = lines[: cfg.limit]
+        grid = cfg.resolution // visual_tokenizer.downsample
+        run = {
+            "visual_tokenizer": tokenizer_identity(visual_tokenizer),
+            "resolution": cfg.resolution,
+            "grid": [grid, grid],
+            "dtype": "uint16" if visual_tokenizer.codebook_size <= 2**16 else "int32",
+            "crop": CROP_POLICY,
+            "source": str(data.resolve()),
+            "lines": len(lines),
+            "shard_size": cfg.shard_size,
+        }
+        # 2. Refuse to mix runs in one folder; finish early when the manifest is already there.
+        out.mkdir(parents=True, exist_ok=True)
+        run_path = out / "tokenize.json"
+        if rank == 0 and not run_path.exists():
+            atomic_write_json(run_path, run)
+        _barrier(world)
+        previous = json.loads(run_path.read_text())
+        if previous != run:
+            changed = sorted(k for k in set(run) | set(previous) if run.get(k) != previous.get(k))
+            raise ValueError(f"{out} holds shards of another run (differs in {', '.join(changed)}); use a fresh --out")
+        num_shards = math.ceil(len(lines) / cfg.shard_size)
+        manifest_path = out / "manifest.json"
+        if manifest_path.exists():
+            if rank == 0:
+                log(f"{manifest_path} exists: nothing to do")
+            return json.loads(manifest_path.read_text()) if rank == 0 else None
+        # 3. This rank's shards, skipping the finished ones (resume).
+        t0, done, images = time.time(), 0, 0
+        for k in range(rank, num_shards, world):
+            if (out / f"{shard_name(k)}.json").is_file():
+                continue
+            first = k * cfg.shard_size
+            _tokenize_shard(k, lines[first : first + cfg.shard_size], first, cfg, visual_tokenizer, out)
+            done += 1
+            images += len(lines[first : first + cfg.shard_size])
+            log(f"[rank {rank}] {shard_name(k)} done ({images / max(time.time() - t0, 1e-9):.1f} images/s)")
+        # 4. Everyone finished: rank 0 writes the manifest, last.
+        _barrier(world)
+        if rank != 0:
+            return None
+        return build_manifest(out, run, num_shards)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()

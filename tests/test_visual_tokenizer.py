@@ -1,0 +1,197 @@
+"""Visual tokenizers: FSQ math, our autoencoder, the Cosmos loader on TorchScript stand-ins, images."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from simplear.visual_tokenizers import (
+    FSQ,
+    CosmosTokenizer,
+    FSQAutoencoder,
+    FSQAutoencoderConfig,
+    load_visual_tokenizer,
+    pil_to_tensor,
+    tensor_to_pil,
+    tokenizer_identity,
+)
+
+TINY = FSQAutoencoderConfig(levels=(5, 4, 3), downsample=8, channels=(8, 8, 8, 8), res_blocks=(0, 0, 0, 1))
+
+
+# --- FSQ ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", [(8, 5, 5, 5), (8, 8, 8, 5, 5, 5), (2, 3, 4)])
+def test_fsq_codes_roundtrip_and_codebook(levels):
+    fsq = FSQ(levels)
+    assert fsq.codebook_size == int(np.prod(levels))
+    z = torch.randn(3, len(levels), 5, 7, generator=torch.Generator().manual_seed(0)) * 4
+    zq, codes = fsq(z)
+    assert codes.shape == (3, 5, 7) and codes.dtype == torch.long
+    assert 0 <= codes.min() and codes.max() < fsq.codebook_size
+    assert torch.equal(fsq.quantized_from_codes(codes), zq)
+    # Every code maps back to itself: the implicit codebook is a bijection.
+    all_codes = torch.arange(fsq.codebook_size).view(1, 1, -1)
+    assert torch.equal(fsq.codes_from_quantized(fsq.quantized_from_codes(all_codes)), all_codes)
+
+
+def test_fsq_each_channel_takes_exactly_its_levels():
+    fsq = FSQ((8, 5, 2))
+    z = torch.linspace(-30, 30, 2001).view(1, 1, -1, 1).expand(1, 3, -1, 1).contiguous()
+    zq = fsq.quantize(z)
+    assert [zq[0, c].unique().numel() for c in range(3)] == [8, 5, 2]
+    assert zq.min() >= -1 and zq.max() <= 1
+
+
+def test_fsq_straight_through_gradient():
+    fsq = FSQ((5, 5))
+    z = torch.zeros(1, 2, 1, 1, requires_grad=True)
+    fsq.quantize(z).sum().backward()
+    assert z.grad is not None and (z.grad > 0).all()  # rounding alone would give zero gradient
+
+
+def test_fsq_rejects_bad_input():
+    with pytest.raises(ValueError):
+        FSQ([1, 5])
+    fsq = FSQ((5, 5))
+    with pytest.raises(ValueError, match="out of range"):
+        fsq.quantized_from_codes(torch.tensor([[[25]]]))
+    with pytest.raises(ValueError):
+        fsq.quantize(torch.zeros(1, 3, 2, 2))
+
+
+# --- our autoencoder -----------------------------------------------------------------------------
+
+
+def test_autoencoder_fully_convolutional_and_save_load(tmp_path):
+    torch.manual_seed(0)
+    model = FSQAutoencoder(TINY).eval()
+    for size in (64, 128):
+        x = torch.rand(2, 3, size, size) * 2 - 1
+        codes = model.encode(x)
+        assert codes.shape == (2, size // 8, size // 8) and codes.dtype == torch.long
+        assert codes.max() < model.codebook_size == 60
+        y = model.decode(codes)
+        assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    model.save_pretrained(tmp_path / "tok")
+    assert json.loads((tmp_path / "tok" / "config.json").read_text())["kind"] == "fsq"
+    loaded = load_visual_tokenizer(tmp_path / "tok")
+    assert isinstance(loaded, FSQAutoencoder) and loaded.kind == "fsq"
+    assert torch.equal(loaded.encode(x), model.encode(x))
+    assert tokenizer_identity(loaded)["sha256"] == model.fingerprint()
+    with torch.inference_mode():  # the interface must work under inference mode too
+        assert torch.equal(loaded.decode(loaded.encode(x)), model.decode(model.encode(x)))
+
+
+def test_autoencoder_rejects_bad_input(tmp_path):
+    model = FSQAutoencoder(TINY)
+    with pytest.raises(ValueError, match="divisible"):
+        model.encode(torch.zeros(1, 3, 60, 64))
+    with pytest.raises(ValueError):
+        model.encode(torch.zeros(3, 64, 64))
+    with pytest.raises(ValueError, match="out of range"):
+        model.decode(torch.full((1, 2, 2), 60))
+    with pytest.raises(ValueError):
+        FSQAutoencoderConfig(downsample=16, channels=(8, 8, 8, 8))
+    with pytest.raises(FileNotFoundError):
+        load_visual_tokenizer(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no visual tokenizer"):
+        load_visual_tokenizer(tmp_path / "empty")
+
+
+def test_fingerprint_changes_with_weights():
+    a, b = FSQAutoencoder(TINY), FSQAutoencoder(TINY)
+    b.load_state_dict(a.state_dict())
+    assert a.fingerprint() == b.fingerprint()
+    with torch.no_grad():
+        b.decoder.conv_out.bias.add_(1e-3)
+    assert a.fingerprint() != b.fingerprint()
+
+
+# --- Cosmos DV8x16x16 on TorchScript stand-ins ---------------------------------------------------
+
+
+class _StandInEncoder(torch.nn.Module):
+    """Cosmos's encoder signature: B x 3 x T x H x W in [-1, 1] -> (indices B x t x h x w, codes)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = torch.nn.functional.avg_pool3d(x, kernel_size=(1, 16, 16))  # B x 3 x T x h x w
+        levels = ((pooled + 1.0) / 2.0 * 39.0).round().clamp(0, 39).long()
+        indices = levels[:, 0] * 1600 + levels[:, 1] * 40 + levels[:, 2]
+        return indices, pooled
+
+
+class _StandInDecoder(torch.nn.Module):
+    """indices B x t x h x w -> video B x 3 x T x H x W in [-1, 1] (flat 16 x 16 patches)."""
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        rgb = torch.stack([indices // 1600, (indices // 40) % 40, indices % 40], dim=1).float()
+        video = rgb / 39.0 * 2.0 - 1.0
+        return video.repeat_interleave(16, dim=3).repeat_interleave(16, dim=4)
+
+
+def _write_cosmos(folder, encoder=None):
+    folder.mkdir(parents=True)
+    torch.jit.save(torch.jit.script(encoder or _StandInEncoder()), str(folder / "encoder.jit"))
+    torch.jit.save(torch.jit.script(_StandInDecoder()), str(folder / "decoder.jit"))
+    return folder
+
+
+def test_cosmos_loader_wraps_time_axis(tmp_path):
+    tok = load_visual_tokenizer(_write_cosmos(tmp_path / "cosmos"))
+    assert isinstance(tok, CosmosTokenizer)
+    assert (tok.kind, tok.codebook_size, tok.downsample) == ("cosmos", 64000, 16)
+    colours = torch.tensor([[-1.0, 0.0, 1.0], [1.0, -1.0, 0.0]])
+    x = colours.view(2, 3, 1, 1).expand(2, 3, 32, 48).contiguous()
+    codes = tok.encode(x)
+    assert codes.shape == (2, 2, 3) and codes.dtype == torch.long
+    assert (codes[0] == 0 * 1600 + 20 * 40 + 39).all()  # (-1, 0, 1) -> levels (0, 20, 39)
+    y = tok.decode(codes)
+    assert y.shape == x.shape
+    assert torch.allclose(y, x, atol=1.5 / 39)
+    assert len(tokenizer_identity(tok)["sha256"]) == 64
+
+
+class _BadEncoder(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = torch.nn.functional.avg_pool3d(x, kernel_size=(1, 16, 16))
+        return torch.full_like(pooled[:, 0], 70000, dtype=torch.long), pooled
+
+
+def test_cosmos_loader_checks_codebook(tmp_path):
+    tok = load_visual_tokenizer(_write_cosmos(tmp_path / "bad", _BadEncoder()))
+    with pytest.raises(ValueError, match="out of range"):
+        tok.encode(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="out of range"):
+        tok.decode(torch.full((1, 1, 1), 64000))
+
+
+# --- images ----------------------------------------------------------------------------------------
+
+
+def test_pil_to_tensor_center_crop_policy():
+    # A 60 x 30 image: left and right 15-pixel margins are red, the centre square is blue.
+    array = np.zeros((30, 60, 3), dtype=np.uint8)
+    array[:, :15] = (255, 0, 0)
+    array[:, 45:] = (255, 0, 0)
+    array[:, 15:45] = (0, 0, 255)
+    x = pil_to_tensor(Image.fromarray(array), size=16)
+    assert x.shape == (1, 3, 16, 16) and x.dtype == torch.float32
+    assert torch.allclose(x[0, 2], torch.ones(16, 16)) and torch.allclose(x[0, 0], -torch.ones(16, 16))
+    with pytest.raises(ValueError, match="different sizes"):
+        pil_to_tensor([Image.new("RGB", (8, 8)), Image.new("RGB", (9, 8))])
+
+
+def test_tensor_to_pil_roundtrip_and_modes():
+    rng = np.random.default_rng(0)
+    arrays = rng.integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
+    images = [Image.fromarray(a) for a in arrays]
+    back = tensor_to_pil(pil_to_tensor(images))
+    assert all(np.array_equal(np.asarray(b), a) for b, a in zip(back, arrays))
+    rgba = Image.new("RGBA", (4, 4), (255, 255, 255, 0))  # fully transparent -> black
+    assert pil_to_tensor(rgba).eq(-1).all()
+    assert pil_to_tensor(Image.new("L", (4, 4), 255)).eq(1).all()

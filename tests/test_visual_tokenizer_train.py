@@ -1,0 +1,100 @@
+"""Tokenizer training: it learns, logs, checkpoints atomically, resumes exactly, and the CLI works."""
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli
+from PIL import Image
+
+from simplear.train.tokenizer import RECIPES, TokenizerTrainConfig, recipe_config, train_tokenizer
+from simplear.visual_tokenizers import load_visual_tokenizer
+
+TINY = dict(
+    levels=(5, 4, 3),
+    downsample=8,
+    channels=(8, 8, 8, 8),
+    res_blocks=(0, 0, 0, 1),
+    resolutions=(32, 64),
+    crop=32,
+    batch_size=8,
+    lr=3e-3,
+    warmup=5,
+    eval_images=16,
+    log_every=5,
+    checkpoint_every=10,
+    device="cpu",
+)
+
+
+def test_training_improves_logs_and_saves(tmp_path):
+    cfg = TokenizerTrainConfig(out=str(tmp_path / "tok"), steps=30, **TINY)
+    report = train_tokenizer(cfg, log=lambda *_: None)
+    records = [json.loads(line) for line in (tmp_path / "tok/train/log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(5, 31, 5))
+    assert records[-1]["loss"] < 0.75 * records[0]["loss"]
+    assert {"psnr", "codebook_usage", "lr"} <= set(records[0])
+    assert set(report["heldout"]) == {"32", "64"}
+    assert report["heldout"]["64"]["psnr"] > 12
+    tok = load_visual_tokenizer(tmp_path / "tok")
+    assert tok.encode(torch.zeros(1, 3, 64, 64)).shape == (1, 8, 8)
+    assert json.loads((tmp_path / "tok/train_config.json").read_text())["steps"] == 30
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    small = {**TINY, "log_every": 2, "checkpoint_every": 4, "eval_images": 4, "resolutions": (32,)}
+    train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "a"), steps=10, **small), log=lambda *_: None)
+
+    def killed_at_step_6(message):  # the checkpoint of step 4 exists, steps 5-6 are lost
+        if message.startswith("step 6/"):
+            raise KeyboardInterrupt
+
+    cfg = TokenizerTrainConfig(out=str(tmp_path / "b"), steps=10, **small)
+    with pytest.raises(KeyboardInterrupt):
+        train_tokenizer(cfg, log=killed_at_step_6)
+    assert not (tmp_path / "b/model.safetensors").exists()
+    messages = []
+    train_tokenizer(cfg, log=messages.append)
+    assert any("resumed" in m and "step 4" in m for m in messages)
+    a = load_visual_tokenizer(tmp_path / "a")
+    b = load_visual_tokenizer(tmp_path / "b")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(pa, pb, atol=1e-5), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b/train/log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8, 10]
+    # A changed config must not silently continue another run's checkpoint.
+    with pytest.raises(ValueError, match="different config"):
+        train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "b"), steps=30, **{**small, "lr": 1e-3}))
+
+
+def test_trains_from_an_image_folder(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("RGB", (80, 64), (20 * i, 255 - 20 * i, 100)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    cfg = TokenizerTrainConfig(out=str(tmp_path / "tok"), data=str(folder), steps=4, **TINY)
+    report = train_tokenizer(cfg, log=lambda *_: None)
+    assert report["heldout"]["64"]["images"] == 16
+
+
+def test_recipes_and_config_validation():
+    assert set(RECIPES) >= {"shapes", "shapes-d16"}
+    cfg = recipe_config("shapes", steps=7, out="x", levels=None)
+    assert cfg.steps == 7 and cfg.levels == (8, 5, 5, 5) and cfg.downsample == 8
+    assert recipe_config("shapes-d16").downsample == 16
+    with pytest.raises(ValueError, match="unknown tokenizer recipe"):
+        recipe_config("nope")
+    with pytest.raises(ValueError, match="divisible"):
+        TokenizerTrainConfig(resolutions=(60,))
+
+
+def test_cli_train_tokenizer(tmp_path):
+    code = run_cli(
+        "train", "tokenizer", "--recipe", "shapes", "--out", tmp_path / "tok", "--steps", "2",
+        "--levels", "5,4,3", "--channels", "8,8,8,8", "--res-blocks", "0,0,0,1", "--resolutions", "32",
+        "--crop", "32", "--batch-size", "4", "--eval-images", "4", "--device", "cpu",
+    )
+    assert code == 0
+    assert load_visual_tokenizer(tmp_path / "tok").codebook_size == 60
+    assert run_cli("train", "tokenizer", "--out", tmp_path / "t2", "--data", tmp_path / "missing.jsonl") == 2
