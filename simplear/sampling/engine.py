@@ -89,7 +89,7 @@ class FastEngine:
             raise ValueError("cuda_graphs=True needs the model on a CUDA device")
         self._cos = self._sin = None
         self._cache_key = None
-        self._graph = None
+        self._graphs = {}
         self._step_fn = torch.compile(self._step, dynamic=False) if compile else self._step
         self.refresh()
 
@@ -118,7 +118,7 @@ class FastEngine:
                     wd=mlp.down_proj.weight,
                 )
             )
-        self._graph = None  # a captured graph holds the old weights' addresses
+        self._graphs = {}  # a captured graph holds the old weights' addresses
 
     @torch.no_grad()
     def _rope_table(self, length: int) -> None:
@@ -135,7 +135,7 @@ class FastEngine:
         """Preallocate the KV cache for `rows` sequences of up to `length` tokens."""
         if self._cache_key == (rows, length):
             return
-        self._graph = None
+        self._graphs = {}
         self.k_cache = self.v_cache = None  # free the old cache before making the new one
         shape = (rows, self.num_kv_heads, length, self.head_dim)
         self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
@@ -182,38 +182,41 @@ class FastEngine:
         return F.linear(_rms(x, self.final_norm, self.eps), self.head)
 
     def _step(self, ids, slots, start):
-        # The one-token decode step over the whole static cache (fixed shapes: compilable, graphable).
-        return self._forward(ids, slots, start, self._cache_key[1])[:, -1].float()
+        # A decode step over the whole static cache (fixed shapes: compilable, graphable).
+        return self._forward(ids, slots, start, self._cache_key[1]).float()
 
-    # -- decoding ------------------------------------------------------------------------
-    def _decode_step(self, ids, slots, start, kv_len: int):
-        """One token per row; uses the CUDA graph / compiled step when enabled."""
+    # -- steps ---------------------------------------------------------------------------
+    def step(self, ids: torch.Tensor, slots: torch.Tensor, start: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """`forward` for decoding (R×T tokens with T fixed per loop): a replayed CUDA graph per T
+        on CUDA, the compiled step with `compile`, else eager attention over `kv_len` columns."""
         if self.cuda_graphs:
-            if self._graph is None:
-                self._capture(ids, slots, start)
-            self._static_ids.copy_(ids)
-            self._static_slots.copy_(slots)
-            self._static_start.copy_(start)
-            self._graph.replay()
-            return self._static_out
+            entry = self._graphs.get(ids.shape)
+            if entry is None:
+                entry = self._graphs[ids.shape] = self._capture(ids, slots, start)
+            static_ids, static_slots, static_start, graph, out = entry
+            static_ids.copy_(ids)
+            static_slots.copy_(slots)
+            static_start.copy_(start)
+            graph.replay()
+            return out
         if self.compile:
             return self._step_fn(ids, slots, start)
-        return self._forward(ids, slots, start, kv_len)[:, -1].float()
+        return self._forward(ids, slots, start, kv_len).float()
 
-    def _capture(self, ids, slots, start) -> None:
+    def _capture(self, ids, slots, start):
         # Warm up on a side stream (as torch.cuda.graphs requires), then record the step once.
         # The warm-up writes this very step's keys/values, which the replay rewrites identically.
-        self._static_ids, self._static_slots, self._static_start = ids.clone(), slots.clone(), start.clone()
+        static = (ids.clone(), slots.clone(), start.clone())
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(3):
-                self._step_fn(self._static_ids, self._static_slots, self._static_start)
+                self._step_fn(*static)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._static_out = self._step_fn(self._static_ids, self._static_slots, self._static_start)
-        self._graph = graph
+            out = self._step_fn(*static)
+        return (*static, graph, out)
 
     @torch.inference_mode()
     def sample(
@@ -253,7 +256,7 @@ class FastEngine:
             if config.uses_cfg:
                 next_ids = torch.cat([next_ids, next_ids])
             # 3. One token per row at the next cache column.
-            logits = self._decode_step(next_ids[:, None], slot, batch.start, length + step + 1)
+            logits = self.step(next_ids[:, None], slot, batch.start, length + step + 1)[:, -1]
             slot = slot + 1
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -85,7 +85,7 @@ def jacobi_sample(
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     if engine is None:
-        engine = FastEngine(model, visual_offset, codebook_size, cuda_graphs=False)
+        engine = FastEngine(model, visual_offset, codebook_size)
     elif (engine.visual_offset, engine.codebook_size) != (visual_offset, codebook_size):
         raise ValueError("the given engine was built for another visual range")
     device, size = engine.device, codebook_size
@@ -116,7 +116,7 @@ def jacobi_sample(
         if config.uses_cfg:
             block, block_slots = torch.cat([block, block]), torch.cat([block_slots, block_slots])
         kv_len = int(block_slots.max()) + 1
-        logits = engine.forward(block, block_slots, batch.start, kv_len=kv_len)
+        logits = engine.step(block, block_slots, batch.start, kv_len)
         p = probs_from_logits(split_cfg(logits, config), config)  # B×(W+1)×K
         forward_passes += 1
 
