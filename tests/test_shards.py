@@ -1,0 +1,190 @@
+"""Token shards: tokenize_dataset (skips, resume, refusals, torchrun) and TokenShardDataset."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_cli
+from PIL import Image
+
+from simplear.data.shards import TokenizeConfig, tokenize_dataset
+from simplear.data.token_dataset import TokenShardDataset, TokenSource, parse_source, select_rows
+from simplear.visual_tokenizers import (
+    FSQAutoencoder,
+    FSQAutoencoderConfig,
+    load_visual_tokenizer,
+    pil_to_tensor,
+)
+
+TINY = FSQAutoencoderConfig(levels=(5, 4, 3), downsample=8, channels=(8, 8, 8, 8), res_blocks=(0, 0, 0, 1))
+GOOD = 9
+
+
+def _tokenizer(folder: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    FSQAutoencoder(TINY).save_pretrained(folder)
+    return folder
+
+
+def _dataset(root: Path) -> Path:
+    """9 good images of different sizes, plus one line of every kind of bad input."""
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(GOOD):
+        array = rng.integers(0, 256, size=(24 + 4 * i, 40, 3), dtype=np.uint8)
+        Image.fromarray(array).save(root / "images" / f"{i}.png")
+        lines.append(json.dumps({"image": f"images/{i}.png", "captions": [f"short {i}", f"long {i}"], "seed": i}))
+        if i == 2:
+            lines.append(json.dumps({"image": "images/missing.png", "captions": ["x"]}))
+        if i == 5:
+            good = (root / "images" / "0.png").read_bytes()
+            (root / "images" / "trunc.png").write_bytes(good[: len(good) // 2])
+            lines.append(json.dumps({"image": "images/trunc.png", "captions": ["x"]}))
+            lines.append("{not json")
+            lines.append(json.dumps({"image": "images/1.png", "captions": []}))
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "captions.jsonl"
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    return _dataset(tmp_path / "data"), _tokenizer(tmp_path / "tok")
+
+
+def _cfg(data, tok, out, **kw) -> TokenizeConfig:
+    return TokenizeConfig(data=str(data), tokenizer=str(tok), out=str(out), resolution=32, shard_size=4,
+                          batch_size=3, device="cpu", **kw)
+
+
+def _files(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in (".npy", ".jsonl", ".json")}
+
+
+def test_tokenize_writes_shards_manifest_and_skips(setup, tmp_path):
+    data, tok = setup
+    manifest = tokenize_dataset(_cfg(data, tok, tmp_path / "out"), log=lambda *_: None)
+    out = tmp_path / "out"
+    assert manifest == json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == GOOD and manifest["lines"] == GOOD + 4
+    assert manifest["grid"] == [4, 4] and manifest["resolution"] == 32 and manifest["dtype"] == "uint16"
+    assert manifest["skipped_reasons"] == {"bad_json": 1, "missing_file": 1, "no_captions": 1, "unreadable_image": 1}
+    assert manifest["visual_tokenizer"]["sha256"] == load_visual_tokenizer(tok).fingerprint()
+    assert [s["rows"] for s in manifest["shards"]] == [3, 3, 2, 1]  # shard k = lines [4k, 4k + 4)
+    codes = np.concatenate([np.load(out / f"{s['name']}.npy") for s in manifest["shards"]])
+    rows = [json.loads(line) for s in manifest["shards"] for line in (out / f"{s['name']}.jsonl").read_text().splitlines()]
+    assert codes.dtype == np.uint16 and codes.shape == (GOOD, 4, 4)
+    assert [r["captions"] for r in rows] == [[f"short {i}", f"long {i}"] for i in range(GOOD)]
+    assert [r["seed"] for r in rows] == list(range(GOOD))
+    # The codes are exactly the tokenizer's codes of the centre-cropped, resized image.
+    tokenizer = load_visual_tokenizer(tok)
+    expected = tokenizer.encode(pil_to_tensor(Image.open(data.parent / "images/7.png"), size=32))
+    assert np.array_equal(codes[7], expected[0].numpy())
+
+
+def test_resume_redoes_only_unfinished_shards(setup, tmp_path):
+    data, tok = setup
+    out = tmp_path / "out"
+    first = tokenize_dataset(_cfg(data, tok, out), log=lambda *_: None)
+    before = _files(out)
+    # Simulate a run killed while shard 2 was being written: its sidecar and the manifest are missing.
+    (out / "manifest.json").unlink()
+    (out / "shard-00002.json").unlink()
+    (out / "shard-00002.npy").write_bytes(b"half-written")
+    mtime = (out / "shard-00000.npy").stat().st_mtime_ns
+    messages = []
+    again = tokenize_dataset(_cfg(data, tok, out), log=messages.append)
+    assert again == first and _files(out) == before
+    assert (out / "shard-00000.npy").stat().st_mtime_ns == mtime
+    done = [m for m in messages if " done" in m]
+    assert len(done) == 1 and done[0].startswith("[rank 0] shard-00002 done")
+
+
+def test_refuses_another_tokenizer_or_resolution_in_the_same_folder(setup, tmp_path):
+    data, tok = setup
+    out = tmp_path / "out"
+    tokenize_dataset(_cfg(data, tok, out, limit=4), log=lambda *_: None)
+    other = _tokenizer(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match="another run"):
+        tokenize_dataset(_cfg(data, other, out, limit=4), log=lambda *_: None)
+    with pytest.raises(ValueError, match="divisible"):
+        tokenize_dataset(TokenizeConfig(str(data), str(tok), str(tmp_path / "o2"), resolution=36, device="cpu"))
+    with pytest.raises(FileNotFoundError):
+        tokenize_dataset(_cfg(tmp_path / "nope.jsonl", tok, tmp_path / "o3"))
+
+
+def test_torchrun_two_processes_equal_one(setup, tmp_path):
+    data, tok = setup
+    tokenize_dataset(_cfg(data, tok, tmp_path / "one"), log=lambda *_: None)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node=2",
+           "-m", "simplear", "data", "tokenize", "--data", str(data), "--tokenizer", str(tok),
+           "--out", str(tmp_path / "two"), "--resolution", "32", "--shard-size", "4", "--batch-size", "3",
+           "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[rank 1] shard-00001 done" in result.stdout and "[rank 0] shard-00002 done" in result.stdout
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
+
+
+def test_dataset_reads_shards_and_refuses_mismatches(setup, tmp_path):
+    data, tok = setup
+    tokenize_dataset(_cfg(data, tok, tmp_path / "out"), log=lambda *_: None)
+    tokenizer = load_visual_tokenizer(tok)
+    ds = TokenShardDataset(tmp_path / "out", visual_tokenizer=tokenizer, resolution=32)
+    assert len(ds) == GOOD and ds.grid == (4, 4)
+    item = ds[4]
+    assert item["codes"].dtype == torch.long and item["codes"].shape == (4, 4)
+    assert item["captions"] == ["short 4", "long 4"]
+    assert torch.equal(item["codes"], tokenizer.encode(pil_to_tensor(Image.open(data.parent / "images/4.png"), size=32))[0])
+    assert isinstance(ds.folders[0].codes[0], np.memmap)
+    with pytest.raises(ValueError, match="another visual tokenizer"):
+        TokenShardDataset(tmp_path / "out", visual_tokenizer=_tokenizer(tmp_path / "other", seed=1), resolution=32)
+    with pytest.raises(ValueError, match="32 px codes"):
+        TokenShardDataset(tmp_path / "out", visual_tokenizer=tok, resolution=64)
+    with pytest.raises(FileNotFoundError):
+        TokenShardDataset(tmp_path, visual_tokenizer=tok, resolution=32)
+
+
+def test_mixture_strategies(setup, tmp_path):
+    data, tok = setup
+    tokenize_dataset(_cfg(data, tok, tmp_path / "a"), log=lambda *_: None)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    ds = TokenShardDataset([(tmp_path / "a", "first:2"), parse_source(f"{tmp_path / 'b'}@end:3")],
+                           visual_tokenizer=tok, resolution=32)
+    assert ds.source_sizes() == [2, 3]
+    assert [ds[i]["captions"][0] for i in range(5)] == ["short 0", "short 1", "short 6", "short 7", "short 8"]
+    assert [ds[i]["source"] for i in range(5)] == [0, 0, 1, 1, 1]
+    random = TokenShardDataset(TokenSource(str(tmp_path / "a"), "random:4"), visual_tokenizer=tok, resolution=32, seed=3)
+    again = TokenShardDataset(TokenSource(str(tmp_path / "a"), "random:4"), visual_tokenizer=tok, resolution=32, seed=3)
+    picked = [random[i]["captions"][0] for i in range(len(random))]
+    assert len(set(picked)) == 4 and picked == [again[i]["captions"][0] for i in range(4)]
+
+
+def test_select_rows_rules():
+    rng = np.random.default_rng(0)
+    assert select_rows("all", 5, rng).tolist() == [0, 1, 2, 3, 4]
+    assert select_rows("first:2", 5, rng).tolist() == [0, 1]
+    assert select_rows("end:2", 5, rng).tolist() == [3, 4]
+    assert select_rows("first:50%", 5, rng).tolist() == [0, 1, 2]  # ceil, like LLaVA/SimpleAR
+    assert len(select_rows("40%", 10, rng)) == 4 and len(set(select_rows("random:10", 10, rng))) == 10
+    for bad in ("first:6", "sometimes:2", "first:x", "random:150%", "half"):
+        with pytest.raises(ValueError):
+            select_rows(bad, 5, rng)
+
+
+def test_cli_tokenize(setup, tmp_path):
+    data, tok = setup
+    out = tmp_path / "cli"
+    assert run_cli("data", "tokenize", "--data", data, "--tokenizer", tok, "--out", out, "--resolution", "32",
+                   "--device", "cpu") == 0
+    assert json.loads((out / "manifest.json").read_text())["count"] == GOOD
+    assert run_cli("data", "tokenize", "--data", tmp_path / "none.jsonl", "--tokenizer", tok, "--out", out,
+                   "--resolution", "32") == 2
