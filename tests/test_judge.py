@@ -76,8 +76,13 @@ def test_low_confidence_blobs_are_not_objects():
     verdict = evaluate_detections(image, meta)
     assert verdict.correct
     assert len(verdict.details["detections"]) == 2 and verdict.details["counted"] == 1
-    strict = evaluate_detections(image, meta, JudgeConfig(min_confidence=0.2))
-    assert not strict.correct
+    lenient = evaluate_detections(image, meta, JudgeConfig(min_confidence=0.2, min_confidence_large=0.2))
+    assert not lenient.correct
+    # The bar rises with size: 0.6 counts for a 12-pixel box, not for a 32-pixel one.
+    config = JudgeConfig()
+    assert config.threshold(det("heart", "pink", (0, 0, 12, 12))) == pytest.approx(0.5)
+    assert config.threshold(det("heart", "pink", (0, 0, 22, 20))) == pytest.approx(0.625)
+    assert config.threshold(det("heart", "pink", (0, 0, 40, 40))) == pytest.approx(0.75)
     json.dumps(verdict.details)  # details are JSON-ready (they go into results.jsonl)
 
 

@@ -108,3 +108,23 @@ def test_inputs_paths_floats_and_batches(tmp_path):
         judge(tmp_path / "missing.png", meta)
     with pytest.raises(ValueError, match="H x W x 3"):
         detect(np.zeros((4, 4, 5), dtype=np.uint8))
+
+
+def test_non_shapes_are_reported_but_not_counted():
+    from PIL import ImageDraw
+
+    from simplear.eval.judge import JudgeConfig
+
+    config = JudgeConfig()
+    drawings = {
+        "ring": lambda d: d.ellipse([40, 40, 90, 90], outline=COLORS["red"], width=5),
+        "crescent": lambda d: (d.ellipse([40, 40, 90, 90], fill=COLORS["red"]), d.ellipse([55, 35, 100, 85], fill=(130, 130, 130))),
+        "diamond": lambda d: d.polygon([(64, 30), (98, 64), (64, 98), (30, 64)], fill=COLORS["red"]),
+        "scribble": lambda d: d.line([(20, 20), (60, 80), (100, 30), (110, 100)], fill=COLORS["red"], width=6),
+    }
+    for name, draw in drawings.items():
+        image = Image.new("RGB", (128, 128), (130, 130, 130))
+        draw(ImageDraw.Draw(image))
+        found = detect(image)
+        assert len(found) == 1, name
+        assert found[0].confidence < config.threshold(found[0]), (name, found[0])

@@ -56,7 +56,6 @@ _EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity: ragged diagonal edges st
 class DetectorConfig:
     """Tolerances of the detector; the defaults are calibrated in docs/benchmarks.md."""
 
-    template_size: int = 24  # side of the grid on which masks are compared with templates
     min_area: float = 0.0015  # components smaller than this fraction of the image are specks
     max_color_distance: float = 110.0  # RGB distance beyond which a pixel is "uncertain"
     background_margin: float = 0.0  # extra RGB distance tolerated around the background region
@@ -149,22 +148,35 @@ def label_pixels(rgb: np.ndarray, config: DetectorConfig = DetectorConfig()) -> 
     return table[index]
 
 
-@lru_cache(maxsize=16)
-def _templates(size: int) -> np.ndarray:
-    """len(CLASSES) x size x size coverage templates from the renderer's own geometry."""
-    return np.stack([shape_mask(cls, size) for cls in CLASSES]).astype(np.float32)
+@lru_cache(maxsize=4096)
+def _templates(width: int, height: int) -> np.ndarray:
+    """len(CLASSES) x height x width boolean templates: each shape as the detector would see it.
+
+    The renderer's geometry (`shape_mask`) is drawn finely, stretched to the box and cut at half
+    coverage, the same cut that `label_pixels` makes between an object and the background, so a
+    clean object matches its own class almost pixel for pixel at any size, even at 10 pixels.
+    """
+    fine = 4 * max(width, height, 64)
+    out = np.empty((len(CLASSES), height, width), dtype=bool)
+    for i, cls in enumerate(CLASSES):
+        # Thin tips (star, triangle apex) fall under half coverage, so a shape drawn in an
+        # s-pixel box shows a smaller box: look for the s whose half-coverage cut has exactly
+        # this box, and only stretch the shape when none has (a squashed generated object).
+        for side in range(max(width, height), max(width, height) + 4):
+            cut = shape_mask(cls, side) >= 0.5
+            rows, cols = np.nonzero(cut.any(axis=1))[0], np.nonzero(cut.any(axis=0))[0]
+            if len(rows) and (rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == (height, width):
+                out[i] = cut[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+                break
+        else:
+            img = Image.fromarray(np.ascontiguousarray(shape_mask(cls, fine), dtype=np.float32), mode="F")
+            out[i] = np.asarray(img.resize((width, height), Image.BOX)) >= 0.5
+    out.flags.writeable = False
+    return out
 
 
-def _resize(mask: np.ndarray, size: int) -> np.ndarray:
-    """Area-resample a float mask to size x size (coverage of each output cell)."""
-    img = Image.fromarray(np.ascontiguousarray(mask, dtype=np.float32), mode="F")
-    return np.asarray(img.resize((size, size), Image.BOX), dtype=np.float32)
-
-
-def classify_shape(
-    mask: np.ndarray, box: tuple[int, int, int, int], image_shape: tuple[int, int], size: int = 24
-) -> np.ndarray:
-    """Soft IoU of a component (`mask` cropped to `box`) with each class's template.
+def classify_shape(mask: np.ndarray, box: tuple[int, int, int, int], image_shape: tuple[int, int]) -> np.ndarray:
+    """IoU of a component (boolean `mask` cropped to `box`) with each class's template.
 
     A component touching the image border is placed in the square box it would fill, extended
     away from the border; only the visible part of that box is compared.
@@ -184,22 +196,12 @@ def classify_shape(
             ey0 = y1 - side
         elif y1 == h_img and y0 > 0:
             ey1 = y0 + side
-    templates = _templates(size)
-    if (ex0, ey0, ex1, ey1) == (x0, y0, x1, y1):
-        cover = _resize(mask, size)
-        inter = np.minimum(cover, templates).sum(axis=(-2, -1))
-        union = np.maximum(cover, templates).sum(axis=(-2, -1))
-    else:
-        canvas = np.zeros((ey1 - ey0, ex1 - ex0), dtype=np.float32)
-        valid = np.zeros_like(canvas)
-        canvas[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0] = mask
-        valid[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0] = 1.0
-        cover, seen = _resize(canvas, size), _resize(valid, size)
-        inter = (np.minimum(cover, templates) * seen).sum(axis=(-2, -1))
-        union = (np.maximum(cover, templates) * seen).sum(axis=(-2, -1))
+    ew, eh = ex1 - ex0, ey1 - ey0
+    templates = _templates(ew, eh)[:, y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]  # the visible part
+    inter = (templates & mask).sum(axis=(1, 2))
+    union = (templates | mask).sum(axis=(1, 2))
     # Every ShapesWorld shape fills a square box; a much longer box is two objects or a smear
     # (stretching it to the template grid would otherwise make any rectangle a perfect square).
-    ew, eh = ex1 - ex0, ey1 - ey0
     aspect = min(ew, eh) / max(ew, eh)
     return inter / np.maximum(union, 1e-6) * min(1.0, aspect / MIN_ASPECT)
 
@@ -217,8 +219,7 @@ def _detection(
     y1, x1 = int(ys.max()) + 1 + oy, int(xs.max()) + 1 + ox
     crop = mask[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
     box = (x0, y0, x1, y1)
-    cover = crop.astype(np.float32)
-    ious = classify_shape(cover, box, labels.shape, config.template_size)
+    ious = classify_shape(crop, box, labels.shape)
     best = int(ious.argmax())
     return Detection(
         cls=CLASSES[best],

@@ -42,8 +42,22 @@ class JudgeConfig:
     """
 
     position_threshold: float = 0.1  # GenEval's POSITION_THRESHOLD
-    min_confidence: float = 0.5
+    # Template IoU needed to count as an object. Pixelation alone costs a clean 10-pixel star a
+    # third of its IoU, so small objects get the lenient threshold and large ones the strict
+    # one (linear in between): a 30-pixel blob has no excuse for not looking like a shape.
+    min_confidence: float = 0.5  # for boxes of at most `small_side` pixels
+    min_confidence_large: float = 0.75  # for boxes of at least `large_side` pixels
+    small_side: int = 12
+    large_side: int = 32
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+
+    def threshold(self, detection: Detection) -> float:
+        """The confidence `detection` needs to count as an object, given its size."""
+        x0, y0, x1, y1 = detection.box
+        side = max(x1 - x0, y1 - y0)
+        t = (side - self.small_side) / max(self.large_side - self.small_side, 1)
+        t = min(max(t, 0.0), 1.0)
+        return self.min_confidence + t * (self.min_confidence_large - self.min_confidence)
 
 
 @dataclass(frozen=True)
@@ -146,7 +160,7 @@ def evaluate_detections(
     """Apply GenEval's rules to a list of detections (already validated metadata not required)."""
     config = config or JudgeConfig()
     validate_metadata(metadata)
-    counted = [d for d in detections if d.confidence >= config.min_confidence]
+    counted = [d for d in detections if d.confidence >= config.threshold(d)]
     by_class: dict[str, list[Detection]] = {}
     for det in sorted(counted, key=lambda d: -d.confidence):
         by_class.setdefault(det.cls, []).append(det)
