@@ -54,20 +54,24 @@ def test_tensor_images_convert_like_pil():
 
 
 def test_shapes_reward_uses_the_real_judge_on_ground_truth_renders():
-    shapes = pytest.importorskip("simplear.data.shapes", reason="ShapesWorld not merged yet")
-    pytest.importorskip("simplear.eval.judge", reason="judge not merged yet")
+    from simplear.data.shapes import render_scene, scene_from_metadata
     from simplear.eval.suite import make_suite
 
     suite = make_suite(seed=0)
-    meta = [m for m in suite if m["tag"] == "single_object"][:3]
-    images = [shapes.render_metadata(m, resolution=128, seed=i) if hasattr(shapes, "render_metadata") else None
-              for i, m in enumerate(meta)]
-    if any(i is None for i in images):
-        pytest.skip("no metadata renderer in simplear.data.shapes")
-    reward = ShapesReward("strict")
-    assert reward(images, [m["prompt"] for m in meta], meta).tolist() == [1.0, 1.0, 1.0]
-    blank = [Image.new("RGB", (128, 128), (128, 128, 128))] * 3
-    assert reward(blank, [m["prompt"] for m in meta], meta).sum().item() == 0.0
+    meta = [m for m in suite if m["tag"] == "counting"][:2] + [m for m in suite if m["tag"] == "color_attr"][:2]
+    rng = np.random.default_rng(0)
+    truth = [render_scene(scene_from_metadata(m, rng), 128) for m in meta]
+    prompts = [m["prompt"] for m in meta]
+    assert ShapesReward("strict")(truth, prompts, meta).tolist() == [1.0] * 4
+    assert ShapesReward("partial")(truth, prompts, meta).tolist() == [1.0] * 4
+    # Each image scored against another prompt's spec: wrong, and partial credit sits in between.
+    swapped = meta[1:] + meta[:1]
+    strict = ShapesReward("strict")(truth, prompts, swapped)
+    partial = ShapesReward("partial")(truth, prompts, swapped)
+    assert strict.sum().item() == 0.0
+    assert (partial < 1.0).all() and (partial >= strict).all() and partial.max() > 0.0
+    blank = [Image.new("RGB", (128, 128), (128, 128, 128))] * 4
+    assert ShapesReward("partial")(blank, prompts, meta).max().item() < 1.0
 
 
 # ---- a tiny random CLIP, written to disk the way Hugging Face lays a CLIP folder out ----

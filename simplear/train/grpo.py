@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from simplear.train import distributed as dist_utils
 from simplear.train.grpo_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from simplear.train.grpo_loss import LossStats, group_advantages, grpo_loss
 from simplear.train.grpo_rollout import GuidedPolicy, Rollout, check_policy_config, sample_rollout
@@ -163,20 +164,6 @@ def prompts_for_step(pool: Sequence[dict], step: int, count: int, seed: int) -> 
 # ---- distributed helpers ---------------------------------------------------------------------
 
 
-def _dist_info() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return rank, world
-
-
-def _init_distributed(device: torch.device) -> tuple[int, int]:
-    rank, world = _dist_info()
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    return rank, world
-
-
 def _all_mean(values: torch.Tensor, world: int) -> torch.Tensor:
     if world > 1:
         values = values.clone()
@@ -274,7 +261,9 @@ def train_grpo(
     from simplear.sampling.config import SamplingConfig
 
     device = pick_device(config.device)
-    rank, world = _init_distributed(device)
+    info = dist_utils.init_distributed(device)
+    device = dist_utils.local_device(device, info)  # one GPU per process under torchrun
+    rank, world = info.rank, info.world_size
     if config.prompts_per_step % world:
         raise ValueError(f"prompts_per_step {config.prompts_per_step} must be divisible by the {world} processes")
     out = Path(config.out)
@@ -319,7 +308,8 @@ def train_grpo(
         atomic_write_json(out / "config.json", {**config.to_dict(), "sampling": sampling.to_dict(), "world_size": world})
     wrapped = policy
     if world > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(policy)
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            policy, device_ids=[device.index] if device.type == "cuda" else None)
 
     engine = None
     if config.sampler == "engine":
@@ -331,11 +321,18 @@ def train_grpo(
     grid = tuple(bundle.config.grid)
     num_tokens = int(grid[0] * grid[1])
     local_prompts = config.prompts_per_step // world
+    local_images = local_prompts * config.group_size
     summary: dict = {}
 
     for step in range(start_step, config.steps):
         started = time.perf_counter()
-        step_gen = torch.Generator(device=device).manual_seed(config.seed * 7919 + step * 104729 + rank)
+
+        def chunk_generator(start: int, step: int = step) -> torch.Generator:
+            # Seeded by the chunk's first image in the global batch: the same images are drawn
+            # whatever the number of processes (when chunks align), which the DDP test checks.
+            first = rank * local_images + start
+            return torch.Generator(device=device).manual_seed(config.seed * 7919 + step * 104729 + first)
+
         cpu_gen = torch.Generator().manual_seed(config.seed * 31 + step * 17 + rank)
 
         # 3. Rollouts: G images for each of this rank's prompts, from the current policy.
@@ -345,7 +342,7 @@ def train_grpo(
         cond_ids = [vocab.encode_prompt(p) for p in prompts]
         model.eval()
         rollout = sample_rollout(
-            policy, cond_ids, vocab.encode_unconditional(), num_tokens=num_tokens, generator=step_gen,
+            policy, cond_ids, vocab.encode_unconditional(), num_tokens=num_tokens, generator=chunk_generator,
             pad_id=vocab.pad_id, reference=ref_policy, micro_batch=config.micro_batch_size, engine=engine,
         )
 
@@ -390,8 +387,7 @@ def train_grpo(
                 logger.log({"kind": "eval", "step": step + 1, "judge_score": result.get("overall"), **result})
             if (step + 1) % config.checkpoint_every == 0 or is_last:
                 save_checkpoint(out / "checkpoints", step + 1, model, optimizer, scheduler, keep_last=config.keep_last)
-        if world > 1:
-            torch.distributed.barrier()
+        dist_utils.barrier(info)
         summary = record
 
     logger.close()
@@ -402,8 +398,8 @@ def train_grpo(
         save_bundle(out / "bundle", final)
         summary = {"steps": config.steps, "bundle": str(out / "bundle"), "sampling": sampling.to_dict(), **summary}
         atomic_write_json(out / "summary.json", summary)
-    if world > 1:
-        torch.distributed.barrier()
+    dist_utils.barrier(info)
+    dist_utils.cleanup(info)
     return summary
 
 

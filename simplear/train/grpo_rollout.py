@@ -19,7 +19,7 @@ the truncated distribution is not the one whose log-probabilities are computed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -148,13 +148,17 @@ def sample_rollout(
     uncond_ids: Sequence[int],
     *,
     num_tokens: int,
-    generator: torch.Generator,
+    generator: torch.Generator | Callable[[int], torch.Generator],
     pad_id: int,
     reference: nn.Module | None = None,
     micro_batch: int = 16,
     engine=None,
 ) -> Rollout:
     """Draw one image per row of `cond_ids` from the policy, and score the draws.
+
+    `generator` is one generator for all draws, or a function of the first row of each chunk of
+    `micro_batch` rows returning that chunk's generator (so the draws of a row do not depend on
+    which process or batch it lands in; the DDP trainer uses this).
 
     `engine` (a `FastEngine` over `policy.model`, refreshed here) samples faster than the
     reference sampler; both draw from the same distribution (tested by the sampling part).
@@ -175,7 +179,8 @@ def sample_rollout(
     codes = []
     for start in range(0, len(cond_ids), micro_batch):
         chunk = [list(c) for c in cond_ids[start : start + micro_batch]]
-        kwargs = dict(num_tokens=num_tokens, generator=generator, config=policy.config, pad_id=pad_id)
+        gen = generator(start) if callable(generator) else generator
+        kwargs = dict(num_tokens=num_tokens, generator=gen, config=policy.config, pad_id=pad_id)
         with torch.no_grad():
             if engine is not None:
                 result = engine.sample(chunk, [list(uncond_ids)], **kwargs)
