@@ -15,7 +15,7 @@ def _eval_score(args) -> int:
 
     summary = score_folder(args.dir, ScoreConfig(processes=args.processes))
     print(format_table(summary))
-    print(f"results: {summary['results']}")
+    print(f"results: {summary['results']} ({summary['images_per_second']:.1f} images/s)")
     if args.json:
         print(json.dumps({"overall": summary["overall"], "tags": summary["tags"], "images": summary["images"]}))
     return 0
@@ -29,6 +29,10 @@ def _eval_calibrate(args) -> int:
         seed=args.seed,
         images_per_prompt=args.images_per_prompt,
         per_tag=args.per_tag,
+        blur_radius=args.blur_radius,
+        noise_std=args.noise_std,
+        jpeg_quality=args.jpeg_quality,
+        jpeg_subsampling=args.jpeg_subsampling,
     )
     report = calibrate(config)
     print(format_report(report))
@@ -79,5 +83,11 @@ def register(top, groups) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images-per-prompt", type=_positive_int, default=1)
     p.add_argument("--per-tag", type=_positive_int, default=None, help="only the first N prompts of each tag")
+    p.add_argument("--blur-radius", type=float, default=0.5, help="Gaussian blur sigma in pixels")
+    p.add_argument("--noise-std", type=float, default=6.0, help="Gaussian noise std (0..255 units)")
+    p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument(
+        "--jpeg-subsampling", type=int, choices=(0, 1, 2), default=0, help="0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary on the last line")
     p.set_defaults(func=_eval_calibrate)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,12 +135,16 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def score_folder(folder: str | os.PathLike, config: ScoreConfig | None = None) -> dict[str, Any]:
     """Judge every image under `folder`, write `folder/results.jsonl`, return the summary."""
     config = config or ScoreConfig()
+    start = time.perf_counter()
     jobs = list_jobs(folder)
     rows = score_rows(jobs, config)
     results = Path(folder) / config.results_name
     atomic_write_text(results, "".join(json.dumps(row) + "\n" for row in rows))
+    seconds = time.perf_counter() - start
     summary = summarize(rows)
     summary["results"] = str(results)
+    summary["seconds"] = seconds  # reading, judging and writing results.jsonl
+    summary["images_per_second"] = len(rows) / seconds if seconds > 0 else 0.0
     return summary
 
 
