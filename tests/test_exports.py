@@ -7,14 +7,14 @@ import json
 import pytest
 from conftest import run_cli
 from PIL import Image
-from test_server import FakePipeline, colour, make_pipeline
+from test_server import FakePipeline, colour, shared_pipeline
 
 from simplear.eval.exports import ExportConfig, export_dpg, export_geneval, image_seed, make_grid
 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    return make_pipeline(tmp_path_factory.mktemp("bundle"))
+    return shared_pipeline(tmp_path_factory)
 
 
 def test_geneval_layout_on_the_real_metadata(shared_dir, tmp_path, pipe):

@@ -263,6 +263,36 @@ def test_stream_sends_partial_images_then_completed():
     assert decode_b64(done[1]["b64_json"]).getpixel((0, 0)) == colour("a heart", 4)
 
 
+def save_tiny_bundle(out_dir, image_size: int = 32):
+    """A random tiny bundle (grid 4 x 4, codebook 16): real code paths, milliseconds per image."""
+    from simplear.bundle import Bundle, make_bundle_config, save_bundle
+    from simplear.model import build_model
+    from simplear.visual_tokenizers import FSQAutoencoder, FSQAutoencoderConfig
+    from simplear.vocab import Vocabulary, train_text_tokenizer
+
+    captions = ["a photo of two red circles", "a blue square left of a green star", "a yellow heart"]
+    tok = train_text_tokenizer(captions * 3, vocab_size=290)
+    torch.manual_seed(0)
+    vt = FSQAutoencoder(FSQAutoencoderConfig(levels=(4, 4), downsample=8, channels=(8, 8, 8, 8),
+                                             res_blocks=(0, 0, 0, 0), norm_groups=8))
+    vocab = Vocabulary(tok, vt.codebook_size)
+    model = build_model("tiny", vocab.vocab_size, seed=0)
+    return save_bundle(out_dir, Bundle(model, vocab, vt, make_bundle_config(vocab, vt, image_size, recipe="test")))
+
+
 def make_pipeline(tmp_dir):
-    """The pipeline the end-to-end server tests serve (the real one on a tiny bundle once it exists)."""
-    return FakePipeline()
+    """The pipeline the end-to-end server tests serve: the real one on a tiny random bundle."""
+    from simplear.pipeline import Pipeline
+
+    return Pipeline.from_pretrained(save_tiny_bundle(tmp_dir / "tiny"), device="cpu")
+
+
+_SHARED: dict = {}
+
+
+def shared_pipeline(tmp_path_factory):
+    """One real tiny pipeline for every server/export/browser test module (building one costs
+    seconds; the pipeline holds no per-request state, so sharing it is safe)."""
+    if "pipe" not in _SHARED:
+        _SHARED["pipe"] = make_pipeline(tmp_path_factory.mktemp("bundle"))
+    return _SHARED["pipe"]

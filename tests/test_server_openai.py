@@ -15,7 +15,7 @@ from PIL import Image
 openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
-from test_server import make_pipeline  # noqa: E402
+from test_server import shared_pipeline  # noqa: E402
 
 from simplear.server.app import ServerConfig, create_app  # noqa: E402
 from simplear.server.run import background_server  # noqa: E402
@@ -23,7 +23,7 @@ from simplear.server.run import background_server  # noqa: E402
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    pipe = make_pipeline(tmp_path_factory.mktemp("bundle"))
+    pipe = shared_pipeline(tmp_path_factory)
     app = create_app(pipe, ServerConfig(model_id="tiny", max_n=2))
     with background_server(app) as base_url:
         client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)

@@ -71,6 +71,7 @@ function showEvent(figures, type, data) {
   const src = "data:image/" + (data.output_format || "png") + ";base64," + data.b64_json;
   if (type === "image_generation.partial_image") {
     fig.img.src = src;
+    fig.img.dataset.partials = String(Number(fig.img.dataset.partials || 0) + 1);
     fig.caption.textContent = "rows " + data.rows_done + " / " + data.rows_total;
   } else if (type === "image_generation.completed") {
     fig.img.src = src;
