@@ -18,6 +18,7 @@ import json
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -120,10 +121,33 @@ def bench_serving(pipeline, config: ServingBenchConfig | None = None, log=print)
     return {"config": asdict(config), "levels": results}
 
 
+def random_bundle(out_dir, preset: str = "shapes", image_size: int = 128, seed: int = 0):
+    """A randomly initialised bundle with a preset's architecture and the default FSQ tokenizer:
+    its images are noise, but it costs exactly what a trained model of that shape costs."""
+    import torch
+
+    from simplear.bundle import Bundle, make_bundle_config, save_bundle
+    from simplear.model import build_model
+    from simplear.visual_tokenizers import FSQAutoencoder, FSQAutoencoderConfig
+    from simplear.vocab import Vocabulary, train_text_tokenizer
+
+    captions = ["a photo of two red circles", "a blue square left of a green star", "four yellow hearts"]
+    tok = train_text_tokenizer(captions * 4, vocab_size=300)
+    torch.manual_seed(seed)
+    vt = FSQAutoencoder(FSQAutoencoderConfig())
+    vocab = Vocabulary(tok, vt.codebook_size)
+    model = build_model(preset, vocab.vocab_size, seed=seed)
+    config = make_bundle_config(vocab, vt, image_size, benchmark=f"random {preset}")
+    return save_bundle(out_dir, Bundle(model, vocab, vt, config))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simplear.bench_serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model bundle (default: the embedded model)")
     parser.add_argument("--visual-tokenizer", default=None)
+    parser.add_argument("--random-preset", default=None,
+                        help="instead of --model: a random bundle of this model preset (speed only)")
+    parser.add_argument("--image-size", type=int, default=128, help="image size of --random-preset")
     parser.add_argument("--device", default=None)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=64, help="answers per level")
@@ -144,9 +168,21 @@ def main(argv: list[str] | None = None) -> int:
                                 seconds_per_level=args.seconds, max_batch_images=args.max_batch_images,
                                 max_wait_ms=args.max_wait_ms,
                                 request_body={"sampler": args.sampler} if args.sampler else {})
-    pipeline = Pipeline.from_pretrained(args.model, visual_tokenizer=args.visual_tokenizer, device=args.device)
+    model, scratch = args.model, None
+    if args.random_preset:
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory(prefix="simplear-bench-")
+        model = random_bundle(Path(scratch.name) / "bundle", args.random_preset, args.image_size)
+    pipeline = Pipeline.from_pretrained(model, visual_tokenizer=args.visual_tokenizer, device=args.device)
+    print(f"model: {args.random_preset and 'random ' + args.random_preset or model or 'embedded default'}, "
+          f"{pipeline.config.image_size}px, device {pipeline.device}, torch threads {torch.get_num_threads()}")
     print(f"{'clients':>7} {'requests':>8} {'images/s':>9} {'p50 s':>8} {'p95 s':>8} {'mean batch':>10}")
-    result = bench_serving(pipeline, config)
+    try:
+        result = bench_serving(pipeline, config)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     print(json.dumps(result))
     return 0
 
