@@ -164,3 +164,26 @@ def test_resume_continues_exactly(tmp_path):
     wb = load_file(str(part / "checkpoints" / "step-000003" / "model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
     assert sorted(p.name for p in (part / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
+
+
+def test_old_log_probs_from_the_first_pass_equal_a_separate_forward():
+    import copy
+
+    from simplear.train.grpo import optimise_batch
+    from simplear.train.grpo_rollout import sample_rollout
+
+    config = GRPOConfig(passes=2, micro_batch_size=3, lr=1e-2, beta=0.0)
+    results = []
+    for separate in (True, False):
+        model = copy.deepcopy(_randomised_tiny(2))
+        policy = GuidedPolicy(model, 20, 16, SamplingConfig(cfg_scale=2.0))
+        rollout = sample_rollout(policy, [[1, 2, 3]] * 4 + [[4, 5]] * 4, [1, 2], num_tokens=5,
+                                 generator=torch.Generator().manual_seed(0), pad_id=0, old_logprobs=separate)
+        assert (rollout.old_logprobs is not None) == separate
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+        adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, 0.0, -1.0, -1.0])
+        optimise_batch(policy, rollout, adv, optimizer, config, torch.Generator().manual_seed(0))
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(results[0], results[1], atol=1e-6)
+    with pytest.raises(ValueError, match="whole batch"):
+        optimise_batch(policy, rollout, adv, optimizer, GRPOConfig(minibatch_size=4), torch.Generator())

@@ -199,9 +199,15 @@ def optimise_batch(policy: torch.nn.Module, rollout: Rollout, advantages: torch.
     The loss of a minibatch is accumulated over micro-batches, each weighted by its share of the
     minibatch, so the gradient equals the full-minibatch gradient whatever the memory split.
     Under DDP, gradients are synchronised only on the last micro-batch of each minibatch.
+    When the rollout carries no old log-probs, the first minibatch must be the whole batch: its
+    forward runs before any update, so its detached log-probs are the rollout-time ones.
     """
     n = rollout.codes.shape[0]
     mb = config.minibatch_size or n
+    old = rollout.old_logprobs
+    if old is None and mb < n:
+        raise ValueError("old log-probs can be taken from the first pass only when a minibatch is the whole batch")
+    old = None if old is None else old.clone()
     stats: list[LossStats] = []
     params = [p for p in policy.parameters() if p.requires_grad]
     for _ in range(config.passes):
@@ -210,14 +216,20 @@ def optimise_batch(policy: torch.nn.Module, rollout: Rollout, advantages: torch.
             minibatch = order[start : start + mb]
             optimizer.zero_grad(set_to_none=True)
             chunks = list(torch.split(minibatch, config.micro_batch_size))
+            first_pass = old is None
+            if first_pass:
+                old = torch.empty_like(rollout.codes, dtype=torch.float32)
             for i, index in enumerate(chunks):
                 part = rollout.select(index)
                 sync = i == len(chunks) - 1 or not hasattr(policy, "no_sync")
                 ctx = policy.no_sync() if not sync else _nullcontext()
                 with ctx:
                     logp = policy(part.batch, part.codes)
+                    if first_pass:
+                        old[index.to(old.device)] = logp.detach().to(old.device)
                     loss, st = grpo_loss(
-                        logp, part.old_logprobs, advantages[index.to(advantages.device)].to(logp.device),
+                        logp, old[index.to(old.device)].to(logp.device),
+                        advantages[index.to(advantages.device)].to(logp.device),
                         ref_logprobs=part.ref_logprobs, clip_eps=config.clip_eps, beta=config.beta,
                     )
                     (loss * (len(index) / len(minibatch))).backward()
@@ -344,6 +356,7 @@ def train_grpo(
         rollout = sample_rollout(
             policy, cond_ids, vocab.encode_unconditional(), num_tokens=num_tokens, generator=chunk_generator,
             pad_id=vocab.pad_id, reference=ref_policy, micro_batch=config.micro_batch_size, engine=engine,
+            old_logprobs=bool(config.minibatch_size) and config.minibatch_size < local_images,
         )
 
         # 4. Rewards of the decoded images; advantages within each group.

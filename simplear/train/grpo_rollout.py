@@ -47,7 +47,7 @@ class Rollout:
 
     batch: PromptBatch
     codes: torch.Tensor
-    old_logprobs: torch.Tensor
+    old_logprobs: torch.Tensor | None  # None: taken from the first optimisation pass (see optimise_batch)
     ref_logprobs: torch.Tensor | None
     seconds: float
 
@@ -56,7 +56,7 @@ class Rollout:
         return Rollout(
             batch=select_rows(self.batch, index),
             codes=self.codes[index],
-            old_logprobs=self.old_logprobs[index],
+            old_logprobs=None if self.old_logprobs is None else self.old_logprobs[index],
             ref_logprobs=None if self.ref_logprobs is None else self.ref_logprobs[index],
             seconds=self.seconds,
         )
@@ -153,6 +153,7 @@ def sample_rollout(
     reference: nn.Module | None = None,
     micro_batch: int = 16,
     engine=None,
+    old_logprobs: bool = True,
 ) -> Rollout:
     """Draw one image per row of `cond_ids` from the policy, and score the draws.
 
@@ -164,7 +165,9 @@ def sample_rollout(
     reference sampler; both draw from the same distribution (tested by the sampling part).
     Returns the codes with their log-probs under the policy (`old_logprobs`, the denominator of
     every later importance ratio) and under the frozen `reference` (for the KL term), both
-    computed by teacher forcing right after sampling, before any update.
+    computed by teacher forcing right after sampling, before any update. `old_logprobs=False`
+    skips the first: when the first optimisation step sees the whole batch before any update, its
+    own forward gives exactly these numbers, and one forward over the batch is saved.
     """
     import time
 
@@ -191,7 +194,7 @@ def sample_rollout(
     codes = torch.cat(codes).to(device)
     batch = make_prompt_batch([list(c) for c in cond_ids], [list(uncond_ids)], policy.config, device=device,
                               pad_id=pad_id)
-    old = policy_logprobs(policy, batch, codes, micro_batch)
+    old = policy_logprobs(policy, batch, codes, micro_batch) if old_logprobs else None
     ref = None
     if reference is not None:
         ref = policy_logprobs(reference, batch, codes, micro_batch)
