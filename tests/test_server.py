@@ -296,3 +296,22 @@ def shared_pipeline(tmp_path_factory):
     if "pipe" not in _SHARED:
         _SHARED["pipe"] = make_pipeline(tmp_path_factory.mktemp("bundle"))
     return _SHARED["pipe"]
+
+
+def test_serve_cli_builds_the_app_and_refuses_bad_flags(monkeypatch):
+    from conftest import run_cli
+
+    import simplear.pipeline
+    import simplear.server.run as run
+
+    served = {}
+    monkeypatch.setattr(simplear.pipeline.Pipeline, "from_pretrained",
+                        classmethod(lambda cls, path=None, visual_tokenizer=None, device=None: FakePipeline()))
+    monkeypatch.setattr(run, "run_server", lambda app, host, port, allow_public: served.update(app=app, port=port))
+    assert run_cli("serve", "--port", "0", "--model-id", "m", "--max-n", "2", "--max-wait-ms", "5") == 0
+    service = served["app"].state.service
+    assert served["port"] == 0 and service.config.model_id == "m" and service.config.max_n == 2
+    assert service.config.batching.max_wait_ms == 5
+    assert run_cli("serve", "--host", "0.0.0.0") == 2  # no authentication: loopback unless --allow-public
+    assert run_cli("serve", "--max-n", "40") == 2  # above the batch size
+    assert run_cli("serve", "--sizes", "30") == 2  # not a multiple of the tokenizer's 8
