@@ -1,4 +1,4 @@
-"""torchrun with 2 CPU processes (DDP over gloo) matches 1 process at the same global batch."""
+"""torchrun with 2 CPU processes (gloo) matches 1 process at the same global batch: DDP and FSDP2."""
 
 import json
 import os
@@ -18,33 +18,46 @@ SCRIPT = textwrap.dedent(
     from test_bundle import tiny_vt
     from test_train_ar import toy_config, toy_dataset
     from simplear.train.ar import train_ar
+    from simplear.train.config import EvalConfig
     ds = toy_dataset()
-    train_ar(toy_config(max_steps=4, checkpoint_every=100, eval=__import__("simplear.train.config",
-             fromlist=["EvalConfig"]).EvalConfig(samples=False, val_batches=1)),
+    train_ar(toy_config(parallel=sys.argv[2], max_steps=3, checkpoint_every=100,
+                        eval=EvalConfig(samples=False, val_batches=1)),
              sys.argv[1], dataset=ds, val_dataset=ds, visual_tokenizer=tiny_vt())
     """
 )
+
+
+def launch(script, out, parallel):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), str(out), parallel]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return read_log(out, "train")
 
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=os.path.dirname(__file__)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=240)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(script), str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=240,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
-    a, b = read_log(tmp_path / "one", "train"), read_log(tmp_path / "two", "train")
-    assert read_log(tmp_path / "two", "start")[0]["world_size"] == 2
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
-    for ra, rb in zip(a, b):
-        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
-    # Both wrote the same final weights' bundle (rank 0 only).
-    cfg = json.loads((tmp_path / "two" / "bundle" / "simplear.json").read_text())
-    assert cfg["grid"] == [4, 4]
+    # The 1-process reference runs in this process (a third launch would only repeat imports).
+    from test_bundle import tiny_vt
+    from test_train_ar import toy_config, toy_dataset
+
+    from simplear.train.ar import train_ar
+    from simplear.train.config import EvalConfig
+
+    ds = toy_dataset()
+    train_ar(toy_config(max_steps=3, checkpoint_every=100, eval=EvalConfig(samples=False, val_batches=1)),
+             tmp_path / "one", dataset=ds, val_dataset=ds, visual_tokenizer=tiny_vt())
+    one = read_log(tmp_path / "one", "train")
+    assert [r["step"] for r in one] == [1, 2, 3]
+    for parallel in ("ddp", "fsdp"):
+        two = launch(script, tmp_path / parallel, parallel)
+        assert read_log(tmp_path / parallel, "start")[0]["world_size"] == 2
+        assert [r["step"] for r in two] == [1, 2, 3]
+        for ra, rb in zip(one, two):
+            assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5), parallel
+        # Rank 0 wrote the bundle (under FSDP from the gathered, unsharded weights).
+        cfg = json.loads((tmp_path / parallel / "bundle" / "simplear.json").read_text())
+        assert cfg["grid"] == [4, 4]

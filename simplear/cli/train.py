@@ -42,6 +42,30 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_train(args: argparse.Namespace) -> int:
+    import json
+
+    from simplear.train.throughput import ThroughputConfig, measure_throughput
+
+    config = ThroughputConfig(
+        preset=args.preset, text_vocab=args.text_vocab, codebook_size=args.codebook_size,
+        image_tokens=args.image_tokens, prompt_tokens=args.prompt_tokens, micro_batch_size=args.batch_size,
+        steps=args.steps, warmup=args.warmup, device=args.device, precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing, threads=args.threads,
+        peak_tflops=args.peak_tflops, compile=args.compile,
+    )
+    result = measure_throughput(config)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        mfu = f", MFU {result['mfu']:.1%}" if "mfu" in result else ""
+        print(f"{result['preset']} on {result['device']}: {result['tokens_per_s']:.0f} tokens/s "
+              f"({result['image_tokens_per_s']:.0f} image tokens/s), {result['step_s'] * 1000:.0f} ms/step "
+              f"at batch {result['micro_batch_size']} x {result['sequence']} tokens, "
+              f"{result['achieved_tflops']:.3f} TFLOP/s{mfu}")
+    return 0
+
+
 def register(top, groups) -> None:
     from simplear.train.config import RECIPES
 
@@ -57,6 +81,29 @@ def register(top, groups) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=_train_ar)
+
+    b = groups["bench"].add_parser(
+        "train", help="AR training throughput (tokens/s, MFU) of a size preset",
+        description="Time the trainer's step (visual-rows loss, backward, AdamW) on random sequences. "
+                    "SimpleAR-0.5B at 512 px: --preset simplear-0.5b --text-vocab 151672 "
+                    "--codebook-size 64000 --image-tokens 1024 --prompt-tokens 64.",
+    )
+    b.add_argument("--preset", default="shapes")
+    b.add_argument("--text-vocab", type=int, default=512)
+    b.add_argument("--codebook-size", type=int, default=1000)
+    b.add_argument("--image-tokens", type=int, default=64)
+    b.add_argument("--prompt-tokens", type=int, default=20)
+    b.add_argument("--batch-size", type=int, default=32, help="sequences per step")
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--device", default=None)
+    b.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    b.add_argument("--gradient-checkpointing", action="store_true")
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s for MFU where not known")
+    b.add_argument("--compile", action="store_true", help="torch.compile the loss module")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=_bench_train)
 
     q = top.add_parser("plot", help="draw a run's loss / score curves to a PNG")
     q.add_argument("run", help="run folder (with log.jsonl)")

@@ -201,8 +201,9 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
     # 7. Final evaluation and the bundle (a resumed run that had already finished does nothing).
     if done >= config.max_steps and (start_step < config.max_steps or not (run_dir / "bundle").is_dir()):
         run_eval(config.max_steps)
+        plain = _unsharded(wrapped, model, info, config)  # collective under FSDP
         if info.is_main:
-            _write_bundle(run_dir, model, vocab, vt, grid, config)
+            _write_bundle(run_dir, plain, vocab, vt, grid, config)
     logger.close()
     dist_utils.barrier(info)
     dist_utils.cleanup(info)
@@ -218,6 +219,20 @@ def _checkpoint(run_dir, step, wrapped, model, optimizer, scheduler, config: Tra
                         {"position": step * config.batch_size, "config": config.to_dict()},
                         keep=config.keep_checkpoints)
     dist_utils.barrier(info)
+
+
+def _unsharded(wrapped, model, info, config: TrainConfig):
+    """The model itself, or under FSDP a plain copy on rank 0 built from the gathered full state."""
+    if not (info.enabled and config.parallel == "fsdp"):
+        return model
+    state = dist_utils.full_model_state(wrapped, model, info, config.parallel)
+    if not info.is_main:
+        return None
+    from transformers import Qwen2ForCausalLM
+
+    plain = Qwen2ForCausalLM(model.config)
+    _load_model_state(plain, state)
+    return plain
 
 
 def _write_bundle(run_dir: Path, model, vocab, visual_tokenizer, grid, config: TrainConfig) -> Path:

@@ -58,6 +58,9 @@ class RunLogger:
         """Drop records past `step` (left by a run killed after its last checkpoint)."""
         if not self.path.is_file():
             return
+        if step == 0:  # restarted before the first checkpoint: nothing of the old log stands
+            self.path.unlink()
+            return
         keep = [line for line in self.path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in keep))
