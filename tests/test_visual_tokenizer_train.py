@@ -98,3 +98,15 @@ def test_cli_train_tokenizer(tmp_path):
     assert code == 0
     assert load_visual_tokenizer(tmp_path / "tok").codebook_size == 60
     assert run_cli("train", "tokenizer", "--out", tmp_path / "t2", "--data", tmp_path / "missing.jsonl") == 2
+
+
+def test_edge_weights_mark_colour_edges_not_noise():
+    from simplear.train.tokenizer import edge_weights
+
+    x = torch.full((1, 3, 16, 16), -0.2)
+    x += 0.06 * torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) - 0.03  # background noise
+    x[..., 4:10, 4:10] = 0.9  # a shape
+    w = edge_weights(x, 4.0)[0, 0]
+    assert w.shape == (16, 16) and w.min() == 1.0
+    assert w[4, 6] == 5.0 and w[9, 6] == 5.0  # on the boundary: full weight
+    assert w[13, 13] == 1.0 and w[0, 0] == 1.0  # noise far from the shape: no extra weight

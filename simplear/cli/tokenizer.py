@@ -34,6 +34,8 @@ def _train_tokenizer(args) -> int:
         batch_size=args.batch_size,
         steps=args.steps,
         lr=args.lr,
+        edge_weight=args.edge_weight,
+        init_from=args.init_from,
         seed=args.seed,
         device=args.device,
         eval_images=args.eval_images,
@@ -100,6 +102,8 @@ def register(top, groups) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--edge-weight", type=float, help="extra loss weight on pixels near colour edges")
+    p.add_argument("--init-from", help="start from this tokenizer folder's weights (fine-tuning)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
     p.add_argument("--eval-images", type=int)
@@ -130,7 +134,7 @@ def register(top, groups) -> None:
     )
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--resolution", type=int, action="append", required=True, help="repeatable")
-    p.add_argument("--num-images", type=int, default=200)
+    p.add_argument("--num-images", type=int, default=553, help="suite prompts to use (default: all 553)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     p.add_argument("--out", help="also write the results as JSON here")

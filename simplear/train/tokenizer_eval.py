@@ -7,7 +7,8 @@ the judge. The round-trip score is the ceiling of any AR model trained on this t
 
 Prompts come from `simplear.eval.suite.make_suite(seed)` when that module exists, otherwise from
 ShapesWorld's metadata sampler (GenEval's tag proportions); either way one scene per prompt is
-built with `scene_from_metadata` and rendered at each resolution asked for.
+built with `scene_from_metadata` (the suite's own ground-truth render, image 0) and rendered at
+each resolution asked for.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from simplear.visual_tokenizers.images import pil_to_tensor, tensor_to_pil
 class TokenizerEvalConfig:
     tokenizer: str
     resolutions: tuple[int, ...] = (64, 128)
-    num_images: int = 200  # prompts taken from the suite (all of it when it is smaller)
+    num_images: int = 553  # prompts taken from the suite (553 = all of GenEval-sized suite)
     suite_seed: int = 0
     batch_size: int = 32
     device: str | None = None
@@ -65,8 +66,8 @@ def evaluate_tokenizer(cfg: TokenizerEvalConfig) -> dict:
     report: dict = {"tokenizer": str(Path(cfg.tokenizer)), "codebook_size": tokenizer.codebook_size,
                     "downsample": tokenizer.downsample, "prompts": len(metadatas), "resolutions": {}}
     for resolution in cfg.resolutions:
-        rng = np.random.default_rng([cfg.suite_seed, resolution])
-        scenes = [scene_from_metadata(m, rng) for m in metadatas]
+        # Image 0 of prompt i exactly as `render_suite(..., seed=suite_seed)` draws it.
+        scenes = [scene_from_metadata(m, np.random.default_rng([cfg.suite_seed, i, 0])) for i, m in enumerate(metadatas)]
         originals = [render_scene(s, resolution) for s in scenes]
         t0 = time.time()
         round_trips, se, count, used = [], 0.0, 0, set()
