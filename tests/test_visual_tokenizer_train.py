@@ -8,7 +8,7 @@ from conftest import run_cli
 from PIL import Image
 
 from simplear.train.tokenizer import RECIPES, TokenizerTrainConfig, recipe_config, train_tokenizer
-from simplear.visual_tokenizers import load_visual_tokenizer
+from simplear.visual_tokenizers import FSQAutoencoderConfig, load_visual_tokenizer
 
 TINY = dict(
     levels=(5, 4, 3),
@@ -110,3 +110,21 @@ def test_edge_weights_mark_colour_edges_not_noise():
     assert w.shape == (16, 16) and w.min() == 1.0
     assert w[4, 6] == 5.0 and w[9, 6] == 5.0  # on the boundary: full weight
     assert w[13, 13] == 1.0 and w[0, 0] == 1.0  # noise far from the shape: no extra weight
+
+
+def test_init_from_starts_from_saved_weights(tmp_path):
+    from simplear.visual_tokenizers import FSQAutoencoder
+
+    arch = {k: TINY[k] for k in ("levels", "downsample", "channels", "res_blocks")}
+    torch.manual_seed(5)
+    start = FSQAutoencoder(FSQAutoencoderConfig(**arch))
+    start.save_pretrained(tmp_path / "start")
+    small = {**TINY, "resolutions": (32,), "eval_images": 2, "lr": 1e-12}
+    cfg = TokenizerTrainConfig(out=str(tmp_path / "ft"), steps=1, init_from=str(tmp_path / "start"), **small)
+    train_tokenizer(cfg, log=lambda *_: None)
+    tuned = load_visual_tokenizer(tmp_path / "ft")
+    for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    with pytest.raises(ValueError, match="another architecture"):
+        train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "x"), steps=1, init_from=str(tmp_path / "start"),
+                                             **{**small, "levels": (5, 5)}))
