@@ -19,11 +19,15 @@ How (numbered as in `detect`):
    object may have a minority of neighbouring-colour pixels). A component made of several large
    single-colour parts (two touching objects of different colours) is split when the parts
    match shapes better than the whole.
-4. Shape: the component's mask, scaled to its bounding box, is compared with each class's
-   template (`shape_mask`, the renderer's own geometry) by soft IoU; the best class wins and
-   its IoU is the confidence. Objects cut by the image border are compared inside the square box
-   they would fill (every ShapesWorld shape fills a square box), counting only visible cells.
-   A stray blob matches no template well and gets a low confidence; the judge ignores it.
+4. Outline: when object and background differ enough in luminance (several noise widths),
+   the object is re-cut at the half-way luminance, because JPEG and image decoders smear colour
+   more than luminance; otherwise the colour cut stands.
+5. Shape: the mask is compared, at its own resolution, with each class's template
+   (`shape_mask`, the renderer's own geometry, cut at half coverage like the pixels are) by IoU;
+   the best class wins and its IoU, reduced for boxes far from square, is the confidence.
+   Objects cut by the image border are compared inside the square box they would fill (every
+   ShapesWorld shape fills a square box), counting only the visible part. A stray blob matches
+   no template well and gets a low confidence; the judge does not count it.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class DetectorConfig:
     background_margin: float = 0.0  # extra RGB distance tolerated around the background region
     dominant_fraction: float = 0.8  # a component this much one colour is one object
     min_part_fraction: float = 0.1  # colour parts smaller than this are not split off
+    min_luma_contrast: float = 15.0  # object/background luminance gap that lets luminance cut
+    max_luma_side: int = 48  # objects larger than this (pixels) keep their colour cut
 
 
 @dataclass(frozen=True)
@@ -206,7 +212,56 @@ def classify_shape(mask: np.ndarray, box: tuple[int, int, int, int], image_shape
     return inter / np.maximum(union, 1e-6) * min(1.0, aspect / MIN_ASPECT)
 
 
+NOISE_WIDTHS = 4.0
+_LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _luma_mask(rgb: np.ndarray, labels: np.ndarray, mask: np.ndarray, box, color: int, min_contrast: float):
+    """Re-cut an object from luminance alone, or None when luminance does not separate it.
+
+    JPEG (4:2:0) and many decoders keep luminance sharp but smear colour; the palette labels
+    then cut a smeared outline. When object and background differ enough in luminance, the
+    half-way luminance level cuts the true outline instead.
+    """
+    x0, y0, x1, y1 = box
+    h, w = labels.shape
+    wx0, wy0, wx1, wy1 = max(0, x0 - 2), max(0, y0 - 2), min(w, x1 + 2), min(h, y1 + 2)
+    luma = rgb[wy0:wy1, wx0:wx1].astype(np.float32) @ _LUMA
+    win_labels = labels[wy0:wy1, wx0:wx1]
+    own = np.zeros_like(win_labels, dtype=bool)
+    own[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] = mask
+    core = own & (win_labels == color)
+    # The window's outer ring (2 px from the box) samples the local background and its noise.
+    ring = np.zeros_like(own)
+    ring[[0, -1], :] = True
+    ring[:, [0, -1]] = True
+    ring &= win_labels < 0
+    if core.sum() < 4 or ring.sum() < 8:
+        return None
+    around = luma[ring]
+    y_obj, y_bg = float(np.median(luma[core])), float(np.median(around))
+    # Noise makes a luminance cut ragged: demand a gap of several noise widths as well.
+    noise = 1.4826 * float(np.median(np.abs(around - y_bg)))  # robust std (MAD)
+    if abs(y_obj - y_bg) < max(min_contrast, NOISE_WIDTHS * noise):
+        return None
+    half = (y_obj + y_bg) / 2
+    cut = (luma > half) if y_obj > y_bg else (luma < half)
+    cut &= ~((win_labels >= 0) & ~own)  # never take another object's pixels
+    parts, n = ndimage.label(cut, structure=_EIGHT)
+    keep = np.bincount(parts[own & cut], minlength=n + 1) > 0  # pieces touching the object
+    keep[0] = False
+    if not keep.any():
+        return None
+    cut = keep[parts]
+    if (cut & own).sum() < 0.75 * own.sum():  # the cut lost part of the object: two objects
+        return None
+    ys, xs = np.nonzero(cut)
+    ny0, nx0, ny1, nx1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+    return (int(nx0 + wx0), int(ny0 + wy0), int(nx1 + wx0), int(ny1 + wy0)), cut[ny0:ny1, nx0:nx1]
+
+
 def _detection(
+    rgb: np.ndarray,
     labels: np.ndarray,
     mask: np.ndarray,
     offset: tuple[int, int],
@@ -219,6 +274,10 @@ def _detection(
     y1, x1 = int(ys.max()) + 1 + oy, int(xs.max()) + 1 + ox
     crop = mask[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
     box = (x0, y0, x1, y1)
+    if max(x1 - x0, y1 - y0) <= config.max_luma_side:  # large objects: the colour cut is fine
+        refined = _luma_mask(rgb, labels, crop, box, color, config.min_luma_contrast)
+        if refined is not None:
+            box, crop = refined
     ious = classify_shape(crop, box, labels.shape)
     best = int(ious.argmax())
     return Detection(
@@ -269,12 +328,13 @@ def detect(image: Any, config: DetectorConfig | None = None) -> list[Detection]:
         counts = np.bincount(sub_labels[comp].astype(np.int64), minlength=len(_COLOR_NAMES))
         dominant = int(counts.argmax())
         offset = (slc[0].start, slc[1].start)
-        whole = _detection(labels, comp, offset, dominant, config)
+        whole = _detection(rgb, labels, comp, offset, dominant, config)
         # 3. Several big colour parts: two touching objects, or one object with a drifted rim.
+        #    (Steps 4 and 5 happen in `_detection`.)
         if counts[dominant] < config.dominant_fraction * area:
             big = max(min_pixels, int(config.min_part_fraction * area))
             parts = [
-                _detection(labels, mask, offset, color, config)
+                _detection(rgb, labels, mask, offset, color, config)
                 for mask, color in _split_by_color(sub_labels, comp, big)
             ]
             if len(parts) >= 2 and np.mean([p.confidence for p in parts]) > whole.confidence:
