@@ -128,3 +128,11 @@ def test_non_shapes_are_reported_but_not_counted():
         found = detect(image)
         assert len(found) == 1, name
         assert found[0].confidence < config.threshold(found[0]), (name, found[0])
+
+
+def test_a_filled_image_is_not_a_square():
+    meta = {"tag": "colors", "include": [{"class": "square", "count": 1, "color": "red"}]}
+    red = np.zeros((64, 64, 3), dtype=np.uint8) + np.asarray(COLORS["red"], dtype=np.uint8)
+    verdict = judge(red, meta)
+    assert not verdict.correct
+    assert verdict.details["detections"][0]["confidence"] == 0.0

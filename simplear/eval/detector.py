@@ -61,6 +61,7 @@ class DetectorConfig:
     """Tolerances of the detector; the defaults are calibrated in docs/benchmarks.md."""
 
     min_area: float = 0.0015  # components smaller than this fraction of the image are specks
+    max_size: float = 0.75  # a box wider or taller than this fraction of the image is no object
     max_color_distance: float = 110.0  # RGB distance beyond which a pixel is "uncertain"
     background_margin: float = 0.0  # extra RGB distance tolerated around the background region
     dominant_fraction: float = 0.8  # a component this much one colour is one object
@@ -280,11 +281,17 @@ def _detection(
             box, crop = refined
     ious = classify_shape(crop, box, labels.shape)
     best = int(ious.argmax())
+    confidence = float(ious[best])
+    h, w = labels.shape
+    if box[2] - box[0] > config.max_size * w or box[3] - box[1] > config.max_size * h:
+        # A fill across most of the image is a background gone wrong, never a shape: without
+        # this, painting the whole image red would be "a red square".
+        confidence = 0.0
     return Detection(
         cls=CLASSES[best],
         color=_COLOR_NAMES[color],
         box=tuple(float(v) for v in box),
-        confidence=float(ious[best]),
+        confidence=confidence,
         area=int(crop.sum()),
         scores=tuple((c, round(float(s), 4)) for c, s in zip(CLASSES, ious)),
     )
