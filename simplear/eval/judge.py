@@ -37,8 +37,8 @@ TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_
 class JudgeConfig:
     """How detections become a verdict.
 
-    `min_confidence` plays the role of GenEval's detector threshold: a blob whose shape matches
-    no template well (a stray smudge) is reported in `details` but not counted as an object.
+    The confidence thresholds play the role of GenEval's detector threshold: a blob whose shape
+    matches no template well (a stray smudge) is reported in `details` but not counted.
     """
 
     position_threshold: float = 0.1  # GenEval's POSITION_THRESHOLD
