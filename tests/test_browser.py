@@ -19,7 +19,7 @@ if not shutil.which("chromium"):
     pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from test_server import shared_pipeline  # noqa: E402
+from test_server import one_torch_thread, shared_pipeline  # noqa: E402, F401
 
 from simplear.server.app import ServerConfig, create_app  # noqa: E402
 from simplear.server.run import background_server  # noqa: E402

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import run_cli
 from PIL import Image
-from test_server import FakePipeline, colour, shared_pipeline
+from test_server import FakePipeline, colour, one_torch_thread, shared_pipeline  # noqa: F401
 
 from simplear.eval.exports import ExportConfig, export_dpg, export_geneval, image_seed, make_grid
 

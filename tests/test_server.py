@@ -290,6 +290,17 @@ def make_pipeline(tmp_dir):
 _SHARED: dict = {}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The tiny model's matrices are too small to split across threads, and on a busy 2-core
+    machine a second intra-op thread spin-waits: one call measured 0.055 s with 1 thread and
+    3.5-7 s with 2. Modules that serve the real tiny pipeline import this fixture."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def shared_pipeline(tmp_path_factory):
     """One real tiny pipeline for every server/export/browser test module (building one costs
     seconds; the pipeline holds no per-request state, so sharing it is safe)."""

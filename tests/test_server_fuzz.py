@@ -13,7 +13,7 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
-from test_server import shared_pipeline  # noqa: E402
+from test_server import one_torch_thread, shared_pipeline  # noqa: E402, F401
 
 from simplear.server.app import ServerConfig, create_app  # noqa: E402
 from simplear.server.batching import BatchingConfig  # noqa: E402
@@ -29,7 +29,7 @@ SCHEMA = schemathesis.pytest.from_fixture("api_schema")
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_no_input_gives_a_server_error(case):
     response = case.call()
     assert response.status_code < 500, (case.body, response.status_code, response.text[:500])

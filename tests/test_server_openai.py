@@ -15,7 +15,7 @@ from PIL import Image
 openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
-from test_server import shared_pipeline  # noqa: E402
+from test_server import one_torch_thread, shared_pipeline  # noqa: E402, F401
 
 from simplear.server.app import ServerConfig, create_app  # noqa: E402
 from simplear.server.run import background_server  # noqa: E402
