@@ -195,3 +195,18 @@ def test_tensor_to_pil_roundtrip_and_modes():
     rgba = Image.new("RGBA", (4, 4), (255, 255, 255, 0))  # fully transparent -> black
     assert pil_to_tensor(rgba).eq(-1).all()
     assert pil_to_tensor(Image.new("L", (4, 4), 255)).eq(1).all()
+
+
+def test_save_half_precision_is_smaller_and_loads_as_float32(tmp_path):
+    torch.manual_seed(0)
+    model = FSQAutoencoder(TINY)
+    model.save_pretrained(tmp_path / "full")
+    model.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    full, half = (tmp_path / "full/model.safetensors").stat().st_size, (tmp_path / "half/model.safetensors").stat().st_size
+    assert half < 0.6 * full
+    loaded = load_visual_tokenizer(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError):
+        model.save_pretrained(tmp_path / "bad", dtype=torch.int8)

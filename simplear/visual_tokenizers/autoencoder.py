@@ -187,11 +187,17 @@ class FSQAutoencoder(nn.Module):
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write `config.json` and `model.safetensors` (each atomically) into `directory`."""
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+        """Write `config.json` and `model.safetensors` (each atomically) into `directory`.
+
+        `dtype=torch.float16` halves the file (for shipping inside the package); loading casts
+        the weights back to float32, so the loaded model's fingerprint is that of the rounded weights.
+        """
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().to(dtype).contiguous() for k, v in self.state_dict().items()}
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": "pt", "kind": "fsq"})
         config = {**self.config.to_dict(), "codebook_size": self.codebook_size}
