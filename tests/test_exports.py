@@ -102,12 +102,17 @@ def test_cli_geneval_real_file_writes_layout_and_exits_0(shared_dir, tmp_path, m
 
     monkeypatch.setattr(cli, "_pipeline", lambda args: pipe)
     prompts = shared_dir / "benchmarks" / "geneval" / "evaluation_metadata.jsonl"
+    # The whole file: 553 prompt folders, 00000 .. 00552, each with its line verbatim.
     code = run_cli("eval", "geneval", "--prompts", prompts, "--out", tmp_path / "g",
-                   "--images-per-prompt", "1", "--limit", "3", "--seed", "1", "--batch-size", "2")
+                   "--images-per-prompt", "1", "--seed", "1", "--batch-size", "64")
     assert code == 0
     out = capsys.readouterr().out
     assert "GenEval's" in out and "detector" in out
-    assert len(list((tmp_path / "g").iterdir())) == 3
+    folders = sorted(p.name for p in (tmp_path / "g").iterdir())
+    assert folders == [f"{i:05d}" for i in range(553)]
+    last = prompts.read_text().splitlines()[-1]
+    assert (tmp_path / "g" / "00552" / "metadata.jsonl").read_text() == last + "\n"
+    assert (tmp_path / "g" / "00552" / "samples" / "0000.png").is_file()
 
     code = run_cli("eval", "dpg", "--prompts", shared_dir / "benchmarks" / "dpg" / "prompts.jsonl",
                    "--out", tmp_path / "d", "--limit", "1")
