@@ -217,6 +217,68 @@ def _sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
+def _stream_response(service: _Service, job: ImageJob, body: ImageGenerationRequest, fmt: str):
+    """Submit `job` and answer with server-sent events: partial images as rows complete, then one
+    `image_generation.completed` event per image (OpenAI's streaming shape, plus `index`, `seed`,
+    `rows_done`, `rows_total`). Errors after the 200 status are sent in-band as an `error` event."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    size = f"{job.settings.image_size}x{job.settings.image_size}"
+    common = {"size": size, "output_format": fmt, "background": "opaque", "quality": "auto"}
+
+    def push(item) -> None:  # called from the batcher's thread
+        try:
+            loop.call_soon_threadsafe(events.put_nowait, item)
+        except RuntimeError:  # the event loop is gone (server shutting down)
+            pass
+
+    def on_partial(index, partial_index, rows_done, rows_total, image) -> None:
+        data = base64.b64encode(encode_image(image, fmt, body.output_compression)).decode()
+        push(("partial", {"type": "image_generation.partial_image", "b64_json": data,
+                          "created_at": int(time.time()), "partial_image_index": partial_index,
+                          "index": index, "rows_done": rows_done, "rows_total": rows_total, **common}))
+
+    job.partial_images = body.partial_images or 0
+    job.on_partial = on_partial
+    future = service.submit(job)  # raises 429 here, before the stream starts
+    future.add_done_callback(lambda f: push(("done", None)))
+
+    async def stream():
+        try:
+            while True:
+                remaining = service.config.batching.timeout_s - (time.monotonic() - job.submitted_at)
+                try:
+                    kind, payload = await asyncio.wait_for(events.get(), max(remaining, 0.001))
+                except asyncio.TimeoutError:
+                    err = timed_out(service.config.batching.timeout_s, service.config.batching.retry_after_s)
+                    yield _sse("error", err.body())
+                    return
+                if kind == "partial":
+                    yield _sse(payload["type"], payload)
+                    continue
+                break
+            try:
+                images = future.result()
+            except ValueError as exc:
+                yield _sse("error", invalid(str(exc)).body())
+                return
+            except Exception as exc:  # reported in-band: the 200 status is already sent
+                yield _sse("error", {"error": {"message": f"{type(exc).__name__}: {exc}",
+                                               "type": "server_error", "param": None, "code": None}})
+                return
+            usage = service.usage(job).model_dump()
+            for i, image in enumerate(images):
+                data = base64.b64encode(encode_image(image, fmt, body.output_compression)).decode()
+                yield _sse("image_generation.completed", {
+                    "type": "image_generation.completed", "b64_json": data, "created_at": int(time.time()),
+                    "index": i, "seed": job.seed + i, "usage": usage, **common})
+        finally:
+            job.cancel()  # the client left early: do not run a job nobody will read
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 def create_app(pipeline, config: ServerConfig | None = None):
     """A FastAPI app serving `pipeline` (a `simplear.pipeline.Pipeline` or anything shaped like it)."""
     config = config or ServerConfig()
@@ -280,7 +342,7 @@ def create_app(pipeline, config: ServerConfig | None = None):
         job = service.build_job(body)
         fmt = body.output_format or "png"
         if body.stream:
-            return _stream(service, job, body, fmt, request)
+            return _stream_response(service, job, body, fmt)
         images = await service.wait(job, service.submit(job))
         # PNG/JPEG encoding is CPU work: keep it off the event loop so other requests keep flowing.
         encoded_all = await asyncio.to_thread(
@@ -298,63 +360,5 @@ def create_app(pipeline, config: ServerConfig | None = None):
         return ImagesResponse(
             created=int(time.time()), data=data, size=f"{size}x{size}", output_format=fmt, usage=service.usage(job)
         )
-
-    def _stream(service: _Service, job: ImageJob, body, fmt: str, request):
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        size = f"{job.settings.image_size}x{job.settings.image_size}"
-        common = {"size": size, "output_format": fmt, "background": "opaque", "quality": "auto"}
-
-        def push(item) -> None:  # called from the batcher's thread
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, item)
-            except RuntimeError:  # the event loop is gone (server shutting down)
-                pass
-
-        def on_partial(index, partial_index, rows_done, rows_total, image) -> None:
-            data = base64.b64encode(encode_image(image, fmt, body.output_compression)).decode()
-            push(("partial", {"type": "image_generation.partial_image", "b64_json": data,
-                              "created_at": int(time.time()), "partial_image_index": partial_index,
-                              "index": index, "rows_done": rows_done, "rows_total": rows_total, **common}))
-
-        job.partial_images = body.partial_images or 0
-        job.on_partial = on_partial
-        future = service.submit(job)  # raises 429 here, before the stream starts
-        future.add_done_callback(lambda f: push(("done", None)))
-
-        async def stream():
-            try:
-                while True:
-                    remaining = config.batching.timeout_s - (time.monotonic() - job.submitted_at)
-                    try:
-                        kind, payload = await asyncio.wait_for(events.get(), max(remaining, 0.001))
-                    except asyncio.TimeoutError:
-                        err = timed_out(config.batching.timeout_s, config.batching.retry_after_s)
-                        yield _sse("error", err.body())
-                        return
-                    if kind == "partial":
-                        yield _sse(payload["type"], payload)
-                        continue
-                    break
-                try:
-                    images = future.result()
-                except ValueError as exc:
-                    yield _sse("error", invalid(str(exc)).body())
-                    return
-                except Exception as exc:  # reported in-band: the 200 status is already sent
-                    yield _sse("error", {"error": {"message": f"{type(exc).__name__}: {exc}",
-                                                   "type": "server_error", "param": None, "code": None}})
-                    return
-                usage = service.usage(job).model_dump()
-                for i, image in enumerate(images):
-                    data = base64.b64encode(encode_image(image, fmt, body.output_compression)).decode()
-                    yield _sse("image_generation.completed", {
-                        "type": "image_generation.completed", "b64_json": data, "created_at": int(time.time()),
-                        "index": i, "seed": job.seed + i, "usage": usage, **common})
-            finally:
-                job.cancel()  # the client left early: do not run a job nobody will read
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return app
