@@ -92,7 +92,7 @@ def _describe_validation_error(err: dict[str, Any]) -> tuple[str, str | None]:
         return f"Missing required parameter: '{param}'.", param
     if param is None:
         if kind in ("model_type", "model_attributes_type", "dict_type"):
-            return "The request body must be a JSON object.", None
+            return "The request body must be a JSON object (sent with Content-Type: application/json).", None
         return f"Invalid request body: {err.get('msg', 'invalid')}.", None
     value = err.get("input")
     shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
