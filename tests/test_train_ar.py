@@ -20,7 +20,7 @@ from simplear.train.config import (
     recipe,
 )
 from simplear.train.logging import read_log
-from simplear.train.loss import ARLoss
+from simplear.train.loss import ARLoss, enable_activation_checkpointing
 from simplear.train.optim import lr_factor
 from simplear.train.sequences import IGNORE, InMemoryTokenDataset, SequenceBuilder
 from simplear.vocab import Vocabulary, train_text_tokenizer
@@ -175,3 +175,14 @@ def test_bad_input_fails_before_any_step(tmp_path):
     wrong = InMemoryTokenDataset(ds.codes[:8] + 16, ds.captions[:8])
     with pytest.raises(ValueError, match="codes must lie"):
         train_ar(toy_config(max_steps=1), tmp_path / "wrong", dataset=wrong, visual_tokenizer=vt)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(vocab):
+    model = build_model("tiny", vocab.vocab_size, seed=0).train()
+    batch = SequenceBuilder(vocab, 64, 0.0).build([toy_dataset()[i] for i in range(2)], [0, 1])
+    loss_module = ARLoss(model, vocab.visual_offset, 16)
+    plain = torch.autograd.grad(loss_module(batch.input_ids, batch.targets, batch.image_mask)[0], list(model.parameters()))
+    enable_activation_checkpointing(model)
+    ckpt = torch.autograd.grad(loss_module(batch.input_ids, batch.targets, batch.image_mask)[0], list(model.parameters()))
+    for a, b in zip(plain, ckpt):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -25,7 +25,7 @@ from simplear.train.ar_eval import evaluate
 from simplear.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from simplear.train.config import TrainConfig, config_json
 from simplear.train.logging import RunLogger
-from simplear.train.loss import ARLoss
+from simplear.train.loss import ARLoss, enable_activation_checkpointing
 from simplear.train.optim import make_optimizer, make_scheduler
 from simplear.train.sequences import SampleOrder, SequenceBuilder, check_captions
 from simplear.utils import atomic_write_text, pick_device, seed_everything
@@ -59,6 +59,8 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
     info = dist_utils.init_distributed(device)
     device = dist_utils.local_device(device, info)
     seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     run_dir = Path(out)
     if config.batch_size % (info.world_size * config.micro_batch_size):
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch_size "
@@ -98,7 +100,7 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
 
     # 4. Loss module, parallel wrapper, optimiser, schedule.
     if config.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     model.config.use_cache = False
     start_step, ckpt = 0, None
     if resume and (path := latest_checkpoint(run_dir)) is not None:
@@ -128,7 +130,7 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
             positions = [(b * mb + i) % len(val_dataset) for i in range(mb)]
             val_batches.append(val_builder.build([val_dataset[p] for p in positions], positions))
     logger = RunLogger(run_dir, config.max_steps, start_step, enabled=info.is_main,
-                       progress=config.progress)
+                       progress=config.progress, tensorboard=config.tensorboard)
     if start_step == 0:
         logger.log({"kind": "start", "step": 0, "init": init_source, "world_size": info.world_size,
                     "parameters": sum(p.numel() for p in set(model.parameters())), "grid": list(grid),

@@ -62,3 +62,11 @@ class ARLoss(torch.nn.Module):
             text_loss = chunked_ce_sum(hidden[text_mask], head[:lo], targets[text_mask], self.chunk)
             loss = loss + self.text_loss_weight * text_loss
         return loss, count
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer in backward (transformers 5 name, falling back to the old one)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:  # transformers 4.x
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -57,7 +57,7 @@ def measure_throughput(config: ThroughputConfig) -> dict:
     """Run `warmup + steps` training steps; returns tokens/s, step time, FLOPs/token, MFU."""
     from simplear.model import build_model, count_parameters, flops_per_token
     from simplear.train.config import OptimConfig
-    from simplear.train.loss import ARLoss
+    from simplear.train.loss import ARLoss, enable_activation_checkpointing
     from simplear.train.optim import make_optimizer
     from simplear.utils import pick_device
 
@@ -68,7 +68,7 @@ def measure_throughput(config: ThroughputConfig) -> dict:
     seq = config.prompt_tokens + config.image_tokens - 1
     model = build_model(config.preset, vocab_size, seed=0)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     model.config.use_cache = False
     model.to(device).train()
     loss_module = ARLoss(model, config.text_vocab, config.codebook_size, chunk=config.loss_chunk)
