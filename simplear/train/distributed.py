@@ -5,7 +5,8 @@ CPU and nccl on GPU. `parallel="ddp"` replicates the model (small presets); `par
 shards parameters, gradients and optimiser state with FSDP2 (`fully_shard`), one unit per
 decoder layer plus the root (embeddings, final norm, head), which is what lets the 0.5B/1.5B
 presets train with long sequences. The model file knows nothing of this (torchtitan's split).
-Without torchrun (no WORLD_SIZE) everything here is a no-op and training is single-process.
+Without torchrun (no WORLD_SIZE/RANK) everything here is a no-op and training is single-process;
+under `torchrun --nproc_per_node=1` the DDP/FSDP code paths run with one process (a one-GPU check).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # under torchrun (even with one process: FSDP/DDP paths then run too)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched
 
     @property
     def is_main(self) -> bool:
@@ -34,16 +36,16 @@ class DistInfo:
 
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group torchrun describes in the environment (if any)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         return DistInfo()
+    world = int(os.environ["WORLD_SIZE"])
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, launched=True)
 
 
 def local_device(device: torch.device, info: DistInfo) -> torch.device:
