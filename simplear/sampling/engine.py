@@ -162,9 +162,11 @@ class FastEngine:
         cos, sin = self._cos[positions][:, None], self._sin[positions][:, None]  # R×1×T×D
         columns = torch.arange(kv_len, device=ids.device)
         own = columns == slots[..., None]
-        mask = ((columns <= slots[..., None]) & (columns >= start[:, None, None])) | own  # R×T×S
-        # Grouped-query attention: the `group` query heads of a KV head become extra query rows.
-        mask = mask[:, None, None].expand(rows, 1, group, width, kv_len).reshape(rows, 1, group * width, kv_len)
+        visible = ((columns <= slots[..., None]) & (columns >= start[:, None, None])) | own  # R×T×S
+        # One additive mask for all layers, broadcast over KV heads and query groups.
+        bias = torch.zeros(visible.shape, dtype=torch.float32, device=ids.device)
+        bias = bias.masked_fill(~visible, float("-inf"))[:, None, None]  # R×1×1×T×S
+        scale = dim**-0.5
         row_index = torch.arange(rows, device=ids.device)[:, None]
         for layer, k_cache, v_cache in zip(self.layers, self.k_cache, self.v_cache):
             h = _rms(x, layer.ln1, self.eps)
@@ -173,9 +175,16 @@ class FastEngine:
             k = _rope(k.view(rows, width, kv_heads, dim).transpose(1, 2), cos, sin)
             k_cache[row_index, :, slots] = k.transpose(1, 2)
             v_cache[row_index, :, slots] = v.view(rows, width, kv_heads, dim)
+            # Attention written out as two batched matmuls: the `group` query heads of a KV head
+            # are extra query rows, so keys/values are read once and never repeated. For decoding
+            # (few queries, long cache) matmuls parallelise over the cache length, which fused
+            # attention kernels do not at batch 1.
             q = q.reshape(rows, kv_heads, group * width, dim)
-            att = F.scaled_dot_product_attention(q, k_cache[:, :, :kv_len], v_cache[:, :, :kv_len], attn_mask=mask)
-            att = att.view(rows, heads, width, dim).transpose(1, 2).reshape(rows, width, heads * dim)
+            scores = torch.matmul(q, k_cache[:, :, :kv_len].transpose(-1, -2)).float() * scale
+            scores = (scores.view(rows, kv_heads, group, width, kv_len) + bias).softmax(dim=-1)
+            scores = scores.view(rows, kv_heads, group * width, kv_len).to(x.dtype)
+            att = torch.matmul(scores, v_cache[:, :, :kv_len])  # R×KV×(G·T)×D
+            att = att.reshape(rows, heads, width, dim).transpose(1, 2).reshape(rows, width, heads * dim)
             x = x + F.linear(att, layer.wo)
             gate, up = F.linear(_rms(x, layer.ln2, self.eps), layer.wgu).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, layer.wd)
