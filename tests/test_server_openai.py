@@ -79,3 +79,15 @@ def test_errors_surface_as_openai_exceptions(served):
     with pytest.raises(openai.NotFoundError):
         client.images.generate(prompt="a circle", model="dall-e-3")
     assert client.models.list().data[0].id == "tiny"
+
+
+def test_prompt_longer_than_the_context_is_a_400(served):
+    from fastapi.testclient import TestClient
+
+    _, _, pipe = served
+    app = create_app(pipe, ServerConfig(max_prompt_chars=20_000))
+    with TestClient(app) as client:
+        r = client.post("/v1/images/generations", json={"prompt": "x" * 10_000})
+        assert r.status_code == 400, r.text
+        assert "context" in r.json()["error"]["message"]
+        assert client.post("/v1/images/generations", json={"prompt": "a red star"}).status_code == 200
