@@ -118,7 +118,15 @@ def _load_image(path: Path, resolution: int) -> tuple[Image.Image | None, str | 
 def _tokenize_shard(k: int, lines: list[str], first: int, cfg: TokenizeConfig, tokenizer, out: Path) -> None:
     """Encode input lines [first, first + len(lines)) into shard k (three files, sidecar last)."""
     base = Path(cfg.data).parent
-    rows, images, skipped = [], [], []
+    grid = cfg.resolution // tokenizer.downsample
+    dtype = np.uint16 if tokenizer.codebook_size <= 2**16 else np.int32
+    rows, pending, chunks, skipped = [], [], [], []
+
+    def flush() -> None:  # encode as we go: a shard of large images never sits in memory whole
+        if pending:
+            chunks.append(tokenizer.encode(pil_to_tensor(pending)).cpu().numpy().astype(dtype))
+            pending.clear()
+
     for offset, line in enumerate(lines):
         index = first + offset
         item, path, reason, detail = _parse_line(line, base)
@@ -130,13 +138,11 @@ def _tokenize_shard(k: int, lines: list[str], first: int, cfg: TokenizeConfig, t
             skipped.append({"line": index, "image": name, "reason": reason, "detail": detail})
             continue
         rows.append({"line": index, **item})
-        images.append(image)
-    grid = cfg.resolution // tokenizer.downsample
-    dtype = np.uint16 if tokenizer.codebook_size <= 2**16 else np.int32
-    codes = np.zeros((len(images), grid, grid), dtype=dtype)
-    for i in range(0, len(images), cfg.batch_size):
-        batch = tokenizer.encode(pil_to_tensor(images[i : i + cfg.batch_size]))
-        codes[i : i + batch.shape[0]] = batch.cpu().numpy().astype(dtype)
+        pending.append(image)
+        if len(pending) == cfg.batch_size:
+            flush()
+    flush()
+    codes = np.concatenate(chunks) if chunks else np.zeros((0, grid, grid), dtype=dtype)
     name = shard_name(k)
     with atomic_path(out / f"{name}.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, codes)  # through a file object: np.save(path) would append ".npy" to the temp name
