@@ -68,14 +68,18 @@ def test_page_generates_an_image(pipe):
             browser.close()
 
 
-def test_page_shows_the_server_error(pipe):
-    app = create_app(pipe, ServerConfig(model_id="tiny", max_prompt_chars=10))
+def test_page_asks_for_the_api_key_and_shows_the_server_error(pipe):
+    app = create_app(pipe, ServerConfig(model_id="tiny", max_prompt_chars=10, api_key="page-key-123"))
     with background_server(app) as base_url, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             page = browser.new_page()
             page.goto(base_url + "/")
+            page.wait_for_selector("#keybox:not([hidden])")  # /v1/models answered 401
+            page.fill("#apikey", "page-key-123")
+            page.click("#keybox button")
             page.wait_for_selector("#size option", state="attached")
+            assert page.is_hidden("#keybox")
             # The textarea's maxlength stops typing; set the value directly to reach the server.
             page.evaluate("document.getElementById('prompt').value = 'x'.repeat(50)")
             page.click("#generate")

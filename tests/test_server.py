@@ -326,3 +326,20 @@ def test_serve_cli_builds_the_app_and_refuses_bad_flags(monkeypatch):
     assert run_cli("serve", "--host", "0.0.0.0") == 2  # no authentication: loopback unless --allow-public
     assert run_cli("serve", "--max-n", "40") == 2  # above the batch size
     assert run_cli("serve", "--sizes", "30") == 2  # not a multiple of the tokenizer's 8
+
+
+def test_api_key_guards_the_api_but_not_the_page_or_health():
+    with make_client(api_key="s3cret-key") as client:
+        r = client.post("/v1/images/generations", json={"prompt": "a"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert r.headers["www-authenticate"] == "Bearer"
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.get("/v1/models", headers=wrong).status_code == 401
+        # The key is checked before the body: no hint about the body's validity without it.
+        assert client.post("/v1/images/generations", json={"n": "x"}).status_code == 401
+        good = {"Authorization": "Bearer s3cret-key"}
+        assert client.post("/v1/images/generations", json={"prompt": "a"}, headers=good).status_code == 200
+        assert client.get("/v1/models", headers=good).status_code == 200
+        assert client.get("/health").status_code == 200 and client.get("/").status_code == 200
+    with pytest.raises(ValueError, match="8 characters"):
+        ServerConfig(api_key="short")

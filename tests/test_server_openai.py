@@ -91,3 +91,14 @@ def test_prompt_longer_than_the_context_is_a_400(served):
         assert r.status_code == 400, r.text
         assert "context" in r.json()["error"]["message"]
         assert client.post("/v1/images/generations", json={"prompt": "a red star"}).status_code == 200
+
+
+def test_openai_client_with_an_api_key(served):
+    _, _, pipe = served
+    app = create_app(pipe, ServerConfig(model_id="tiny", api_key="client-key-1"))
+    with background_server(app) as base_url:
+        good = openai.OpenAI(base_url=f"{base_url}/v1", api_key="client-key-1", max_retries=0, timeout=120)
+        assert len(good.images.generate(prompt="a red circle").data) == 1
+        bad = openai.OpenAI(base_url=f"{base_url}/v1", api_key="wrong-key-00", max_retries=0, timeout=120)
+        with pytest.raises(openai.AuthenticationError):
+            bad.images.generate(prompt="a red circle")

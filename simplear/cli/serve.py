@@ -16,6 +16,8 @@ def register(top, groups) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--allow-public", action="store_true", help="allow binding a non-loopback address")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on /v1 (default: $SIMPLEAR_API_KEY; none if unset)")
     p.add_argument("--model-id", default="simplear", help="model name reported by /v1/models")
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="square image sizes offered (default: the model's native size)")
@@ -29,6 +31,8 @@ def register(top, groups) -> None:
 
 
 def _serve(args) -> int:
+    import os
+
     from simplear.server.app import ServerConfig
     from simplear.server.batching import BatchingConfig
     from simplear.server.run import serve
@@ -36,7 +40,8 @@ def _serve(args) -> int:
     batching = BatchingConfig(max_batch_images=args.max_batch_images, max_wait_ms=args.max_wait_ms,
                               max_queue=args.max_queue, timeout_s=args.timeout)
     config = ServerConfig(model_id=args.model_id, sizes=tuple(args.sizes or ()), max_n=args.max_n,
-                          max_prompt_chars=args.max_prompt_chars, batching=batching)
+                          max_prompt_chars=args.max_prompt_chars, batching=batching,
+                          api_key=args.api_key or os.environ.get("SIMPLEAR_API_KEY") or None)
     serve(args.model, visual_tokenizer=args.visual_tokenizer, device=args.device, host=args.host,
           port=args.port, config=config, allow_public=args.allow_public)
     return 0

@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -61,6 +61,7 @@ class ServerConfig:
     max_n: int = 4
     max_prompt_chars: int = 2000
     stored_images: int = 256  # images kept in memory for response_format="url"
+    api_key: str | None = None  # when set, /v1 endpoints need "Authorization: Bearer <api_key>"
     batching: BatchingConfig = field(default_factory=BatchingConfig)
 
     def __post_init__(self):
@@ -74,6 +75,8 @@ class ServerConfig:
             raise ValueError(f"max_prompt_chars must be >= 1, got {self.max_prompt_chars}")
         if any(s < 1 for s in self.sizes):
             raise ValueError(f"sizes must be positive, got {self.sizes}")
+        if self.api_key is not None and len(self.api_key) < 8:
+            raise ValueError("api_key must be at least 8 characters")
 
 
 class ImageStore:
@@ -298,6 +301,17 @@ def create_app(pipeline, config: ServerConfig | None = None):
     )
     app.state.service = service
     install_error_handlers(app)
+
+    async def check_key(request: Request) -> None:
+        # The web page, /health and image URLs (unguessable names) stay open; the API needs the key.
+        if config.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), config.api_key.encode()):
+            raise APIError(401, "Missing or wrong API key: send the header 'Authorization: Bearer <key>'.",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    keyed = [Depends(check_key)]
     errors = {code: {"description": text} for code, text in
               ((400, "Invalid request"), (404, "Unknown model"), (429, "Queue full"), (503, "Timed out"))}
 
@@ -315,11 +329,12 @@ def create_app(pipeline, config: ServerConfig | None = None):
             batches_run=b.batches_run, mean_batch_images=b.mean_batch_images,
         )
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList, dependencies=keyed)
     async def list_models():
         return ModelList(data=[service.card()])
 
-    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses={404: errors[404]})
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses={404: errors[404]},
+             dependencies=keyed)
     async def get_model(model_id: str):
         if model_id != config.model_id:
             raise APIError(404, f"The model {model_id!r} does not exist.", param="model", code="model_not_found")
@@ -337,6 +352,7 @@ def create_app(pipeline, config: ServerConfig | None = None):
         response_model=ImagesResponse,
         response_model_exclude_none=True,
         responses={**errors, 200: {"content": {"text/event-stream": {}}}},
+        dependencies=keyed,
     )
     async def generate(body: ImageGenerationRequest, request: Request):
         job = service.build_job(body)

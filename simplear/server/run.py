@@ -23,8 +23,8 @@ def _check_host(host: str, allow_public: bool) -> None:
         loopback = host == "localhost"
     if not loopback and not allow_public:
         raise ValueError(
-            f"refusing to bind {host!r}: the server has no authentication; pass allow_public=True "
-            "(CLI: --allow-public) to serve beyond this machine"
+            f"refusing to bind {host!r}: serving beyond this machine needs allow_public=True "
+            "(CLI: --allow-public), and should have an API key (--api-key or SIMPLEAR_API_KEY)"
         )
 
 

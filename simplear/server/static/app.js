@@ -13,15 +13,30 @@ function setStatus(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
+// The API key (when the server asks for one) lives in sessionStorage, sent as a Bearer token.
+function headers(extra = {}) {
+  const key = sessionStorage.getItem("simplear-api-key");
+  return key ? { ...extra, Authorization: "Bearer " + key } : extra;
+}
+
 async function loadModel() {
   try {
-    const r = await fetch("/v1/models");
+    const r = await fetch("/v1/models", { headers: headers() });
+    if (r.status === 401) {
+      $("keybox").hidden = false;
+      setStatus("Enter the API key to use this server.", true);
+      return;
+    }
     const body = await r.json();
     model = body.data[0];
   } catch (err) {
     setStatus("Could not reach the server: " + err, true);
     return;
   }
+  $("keybox").hidden = true;
+  setStatus("");
+  $("size").replaceChildren();
+  $("sampler").replaceChildren();
   $("model").textContent = "model: " + model.id;
   for (const size of model.sizes) {
     const opt = new Option(size, size, size === model.default_size, size === model.default_size);
@@ -123,7 +138,7 @@ async function generate(event) {
   try {
     const response = await fetch("/v1/images/generations", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: headers({ "Content-Type": "application/json" }),
       body: JSON.stringify(body),
     });
     if (!response.ok) {
@@ -151,6 +166,11 @@ async function generate(event) {
 }
 
 $("form").addEventListener("submit", generate);
+$("keybox").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem("simplear-api-key", $("apikey").value.trim());
+  loadModel();
+});
 $("prompt").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("form").requestSubmit();
 });
