@@ -34,6 +34,7 @@ def _train_tokenizer(args) -> int:
         batch_size=args.batch_size,
         steps=args.steps,
         lr=args.lr,
+        warmup=args.warmup,
         edge_weight=args.edge_weight,
         init_from=args.init_from,
         seed=args.seed,
@@ -102,6 +103,7 @@ def register(top, groups) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--warmup", type=int, help="linear warm-up steps")
     p.add_argument("--edge-weight", type=float, help="extra loss weight on pixels near colour edges")
     p.add_argument("--init-from", help="start from this tokenizer folder's weights (fine-tuning)")
     p.add_argument("--seed", type=int)
