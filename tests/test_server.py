@@ -322,7 +322,10 @@ def test_serve_cli_builds_the_app_and_refuses_bad_flags(monkeypatch):
     assert run_cli("serve", "--port", "0", "--model-id", "m", "--max-n", "2", "--max-wait-ms", "5") == 0
     service = served["app"].state.service
     assert served["port"] == 0 and service.config.model_id == "m" and service.config.max_n == 2
-    assert service.config.batching.max_wait_ms == 5
+    assert service.config.batching.max_wait_ms == 5 and service.config.api_key is None
+    monkeypatch.setenv("SIMPLEAR_API_KEY", "from-the-environment")
+    assert run_cli("serve") == 0
+    assert served["app"].state.service.config.api_key == "from-the-environment"
     assert run_cli("serve", "--host", "0.0.0.0") == 2  # no authentication: loopback unless --allow-public
     assert run_cli("serve", "--max-n", "40") == 2  # above the batch size
     assert run_cli("serve", "--sizes", "30") == 2  # not a multiple of the tokenizer's 8

@@ -11,6 +11,9 @@ Endpoints (OpenAPI document at `/openapi.json`, interactive docs at `/docs`):
 - `GET /v1/models` (+ `/v1/models/{id}`), `GET /health`, `GET /v1/images/files/{name}` (images
   answered with `response_format="url"`), and `GET /` (the web page).
 
+With `ServerConfig.api_key` set, the /v1 endpoints need `Authorization: Bearer <key>` (what the
+openai client sends); the page, /health and image URLs (unguessable names) stay open.
+
 The app does no sampling itself: every request becomes an `ImageJob` for the `Batcher`, which
 gathers concurrent requests into one pipeline call. Handlers validate, submit and wait.
 """
