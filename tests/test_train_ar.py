@@ -186,3 +186,38 @@ def test_gradient_checkpointing_gives_the_same_gradients(vocab):
     ckpt = torch.autograd.grad(loss_module(batch.input_ids, batch.targets, batch.image_mask)[0], list(model.parameters()))
     for a, b in zip(plain, ckpt):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_init_from_a_plain_qwen_folder(tmp_path):
+    """A Qwen2 folder without SimpleAR's tokens: they are added, the vocabulary grows by the codebook."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for caps in toy_dataset().captions for c in caps for w in c.split()})
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<unk>", *words])}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>")
+    qwen = tmp_path / "qwen"
+    build_model("tiny", len(tok), seed=0).save_pretrained(qwen)
+    tok.save_pretrained(qwen)
+    run = train_ar(toy_config(max_steps=1, model=ModelConfig(preset="tiny", context=64, init_from=str(qwen))),
+                   tmp_path / "run", dataset=toy_dataset(), visual_tokenizer=tiny_vt())
+    start = read_log(run, "start")[0]
+    assert start["init"].startswith("qwen:")
+    from transformers import AutoTokenizer
+
+    text = len(AutoTokenizer.from_pretrained(qwen)) + 7  # + SimpleAR's seven special tokens
+    assert start["visual_offset"] == text and start["vocab_size"] == text + 16
+    assert load_bundle(run / "bundle", device="cpu").model.config.vocab_size == start["vocab_size"]
+
+
+def test_throughput_measurement_runs():
+    from simplear.train.throughput import ThroughputConfig, measure_throughput
+
+    out = measure_throughput(ThroughputConfig(preset="tiny", text_vocab=50, codebook_size=16, image_tokens=16,
+                                              prompt_tokens=4, micro_batch_size=2, steps=1, warmup=0, device="cpu"))
+    assert out["sequence"] == 19 and out["tokens_per_s"] > 0 and out["flops_per_token"] > 0
+    assert "mfu" not in out  # no known peak for a CPU
+    assert measure_throughput(ThroughputConfig(preset="tiny", text_vocab=50, codebook_size=16, image_tokens=16,
+                                               prompt_tokens=4, micro_batch_size=2, steps=1, warmup=0, device="cpu",
+                                               peak_tflops=1.0))["mfu"] > 0
