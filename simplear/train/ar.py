@@ -149,7 +149,7 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
     per_rank = config.batch_size // info.world_size
     micro_steps = per_rank // config.micro_batch_size
     done = start_step
-    window_tokens, window_start = 0.0, time.perf_counter()
+    window_tokens, window_losses, window_start = 0.0, [], time.perf_counter()
     for step in range(start_step, config.max_steps):
         # 6a. This rank's share of the global batch: positions are global, so any world size sees
         # the same samples (and the same caption choices) at the same step.
@@ -182,16 +182,19 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
         optimizer.zero_grad(set_to_none=True)
         loss = dist_utils.all_reduce_sum(loss_total, info, device) / global_count
         done = step + 1
+        window_losses.append(loss)
         logger.step(loss)
         # 6d. Log, checkpoint, evaluate.
         if done % config.log_every == 0 or done == config.max_steps:
             elapsed = time.perf_counter() - window_start
             tokens = dist_utils.all_reduce_sum(window_tokens, info, device)
-            record = {"kind": "train", "step": done, "loss": loss, "lr": lr, "tokens_per_s": tokens / elapsed}
+            # loss: mean over the steps since the last record (smoother curves); last_loss: this step's.
+            record = {"kind": "train", "step": done, "loss": sum(window_losses) / len(window_losses),
+                      "last_loss": loss, "lr": lr, "tokens_per_s": tokens / elapsed}
             if grad_norm is not None:
                 record["grad_norm"] = grad_norm
             logger.log(record)
-            window_tokens, window_start = 0.0, time.perf_counter()
+            window_tokens, window_losses, window_start = 0.0, [], time.perf_counter()
         if done % config.checkpoint_every == 0 or done == config.max_steps or done == config.stop_after:
             _checkpoint(run_dir, done, wrapped, model, optimizer, scheduler, config, info)
         if config.eval.every and done % config.eval.every == 0 and done != config.max_steps:
