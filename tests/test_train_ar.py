@@ -1,6 +1,10 @@
 """The AR trainer: sequences, the visual-rows loss, schedules, exact resume, bundles, bad input."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -125,17 +129,38 @@ def test_recipes_and_overrides():
         recipe("nope")
 
 
+KILLED_RUN = """
+import os, signal, sys, torch
+sys.path.insert(0, sys.argv[2])
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+import simplear.train.checkpoint as ck
+from test_bundle import tiny_vt
+from test_train_ar import toy_config, toy_dataset
+from simplear.train.ar import train_ar
+real, calls = ck.save_file, []
+def save_then_die(tensors, path, metadata=None):
+    real(tensors, path, metadata=metadata)
+    calls.append(path)
+    if len(calls) == 2:  # the step-4 checkpoint, half written
+        os.kill(os.getpid(), signal.SIGKILL)
+ck.save_file = save_then_die
+ds = toy_dataset()
+train_ar(toy_config(), sys.argv[1], dataset=ds, val_dataset=ds, visual_tokenizer=tiny_vt())
+"""
+
+
 def test_resume_continues_exactly_and_ends_with_a_bundle(tmp_path):
     ds, vt = toy_dataset(), tiny_vt()
     full = train_ar(toy_config(), tmp_path / "full", dataset=ds, val_dataset=ds, visual_tokenizer=vt)
-    # The same run, stopped after step 3 (as if killed; step 3 is not a checkpoint step so the
-    # records of step 3 must be dropped), then resumed from the step-2 checkpoint.
+    # The same run in a subprocess that is SIGKILLed in the middle of writing its step-4
+    # checkpoint; then resumed here from the step-2 checkpoint.
     part = tmp_path / "part"
-    train_ar(toy_config(stop_after=3, checkpoint_every=2), part, dataset=ds, visual_tokenizer=vt)
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(part), os.path.dirname(__file__)],
+                            capture_output=True, text=True, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [r["step"] for r in read_log(part, "train")] == [1, 2, 3, 4]
+    assert [p.name for p in (part / "checkpoints").iterdir() if not p.name.startswith(".")] == ["step-000002"]
     assert not (part / "bundle").exists()
-    import shutil
-
-    shutil.rmtree(part / "checkpoints" / "step-000003")
     train_ar(toy_config(), part, resume=True, dataset=ds, val_dataset=ds, visual_tokenizer=vt)
     a = [(r["step"], r["loss"], r["lr"]) for r in read_log(full, "train")]
     b = [(r["step"], r["loss"], r["lr"]) for r in read_log(part, "train")]
