@@ -170,7 +170,7 @@ def test_resume_continues_exactly_and_ends_with_a_bundle(tmp_path):
     assert a[-1][1] < a[0][1]  # it learns
     assert len(list((full / "checkpoints").iterdir())) == 2  # keep-last-K
     # The run ends with a bundle that load_bundle loads, with the resolved config beside it.
-    bundle = load_bundle(full / "bundle", device="cpu")
+    bundle = load_bundle(full, device="cpu")  # a run folder loads as its bundle
     assert bundle.config.grid == (4, 4) and bundle.config.image_size == 16
     assert json.loads((full / "bundle" / "train_config.json").read_text())["max_steps"] == 6
     assert read_log(full, "eval")[-1]["val_loss"] > 0
