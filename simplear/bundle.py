@@ -237,7 +237,7 @@ def load_bundle(path: str | os.PathLike | None = None, visual_tokenizer: Any = N
             raise FileNotFoundError(f"this install has no embedded default model at {DEFAULT_ASSET}; pass a bundle folder")
         path = DEFAULT_ASSET
     folder = resolve_path(path, "model bundle")
-    if not (folder / "config.json").is_file() and (folder / "bundle" / BUNDLE_FILE).is_file():
+    if not (folder / BUNDLE_FILE).is_file() and (folder / "bundle" / BUNDLE_FILE).is_file():
         folder = folder / "bundle"  # a training run folder: its final bundle
     _check_hf_folder(folder)
     device = pick_device(device)
