@@ -139,9 +139,14 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
     def run_eval(step: int) -> None:
         # DDP: rank 0 alone on the unwrapped model, the others wait. FSDP: every rank runs the same
         # (seeded) evaluation, since each forward gathers shards from all ranks; rank 0 writes.
-        if info.is_main or (info.enabled and config.parallel == "fsdp"):
+        fsdp = info.enabled and config.parallel == "fsdp"
+        if info.is_main or fsdp:
+            if fsdp:  # sampling calls the inner model, bypassing the root unit's gather hook
+                wrapped.unshard()
             record = evaluate(model, loss_module, vocab, vt, val_batches, grid, config.eval, step, run_dir,
                               device, autocast, write=info.is_main)
+            if fsdp:
+                wrapped.reshard()
             logger.log(record)
         dist_utils.barrier(info)
 
