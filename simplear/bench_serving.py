@@ -33,6 +33,7 @@ class ServingBenchConfig:
     n: int = 1
     max_batch_images: int = 32
     max_wait_ms: float = 20.0
+    regroup_fraction: float = 0.1
     request_body: dict = field(default_factory=dict)  # extra fields (cfg_scale, sampler, ...)
 
     def __post_init__(self):
@@ -104,7 +105,7 @@ def bench_serving(pipeline, config: ServingBenchConfig | None = None, log=print)
     config = config or ServingBenchConfig()
     most = max(config.levels)
     batching = BatchingConfig(max_batch_images=config.max_batch_images, max_wait_ms=config.max_wait_ms,
-                              max_queue=max(64, 2 * most), timeout_s=600)
+                              regroup_fraction=config.regroup_fraction, max_queue=max(64, 2 * most), timeout_s=600)
     app = create_app(pipeline, ServerConfig(max_n=min(config.n, config.max_batch_images), batching=batching))
     service = app.state.service
     results = []
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="time bound per level")
     parser.add_argument("--max-batch-images", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=20.0)
+    parser.add_argument("--regroup-fraction", type=float, default=0.1)
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     config = ServingBenchConfig(levels=tuple(args.levels), requests_per_level=args.requests,
                                 seconds_per_level=args.seconds, max_batch_images=args.max_batch_images,
-                                max_wait_ms=args.max_wait_ms,
+                                max_wait_ms=args.max_wait_ms, regroup_fraction=args.regroup_fraction,
                                 request_body={"sampler": args.sampler} if args.sampler else {})
     model, scratch = args.model, None
     if args.random_preset:

@@ -107,3 +107,20 @@ def test_checkpoints_spread_partial_images_over_rows():
     assert checkpoints(0, 8) == []
     with pytest.raises(ValueError):
         BatchingConfig(max_queue=0)
+
+
+def test_after_a_batch_queued_jobs_wait_for_the_clients_it_answered():
+    pipe = FakePipeline(delay=0.4)
+    batcher = Batcher(pipe, BatchingConfig(max_batch_images=8, max_wait_ms=5, regroup_fraction=0.5))
+    first = batcher.submit(job("first"))
+    time.sleep(0.1)
+    queued = batcher.submit(job("queued"))  # arrives while "first" runs
+
+    def come_back(_):  # the answered client sends its next request 50 ms later
+        threading.Timer(0.05, lambda: batcher.submit(job("returning"))).start()
+
+    first.add_done_callback(come_back)
+    queued.result(10)
+    batcher.close()
+    # Without the regroup window (0.5 x 0.4 s) "queued" would have run alone after 5 ms.
+    assert [sorted(c["prompts"]) for c in pipe.calls] == [["first"], ["queued", "returning"]]

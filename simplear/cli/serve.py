@@ -25,6 +25,8 @@ def register(top, groups) -> None:
     p.add_argument("--max-prompt-chars", type=int, default=2000)
     p.add_argument("--max-batch-images", type=int, default=16, help="images per sampler batch")
     p.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a request waits for batch mates")
+    p.add_argument("--regroup-fraction", type=float, default=0.1,
+                   help="after a batch, wait up to this fraction of its duration for the clients it answered")
     p.add_argument("--max-queue", type=int, default=64, help="queued requests before answering 429")
     p.add_argument("--timeout", type=float, default=600.0, help="per-request timeout in seconds")
     p.set_defaults(func=_serve)
@@ -38,7 +40,8 @@ def _serve(args) -> int:
     from simplear.server.run import serve
 
     batching = BatchingConfig(max_batch_images=args.max_batch_images, max_wait_ms=args.max_wait_ms,
-                              max_queue=args.max_queue, timeout_s=args.timeout)
+                              regroup_fraction=args.regroup_fraction, max_queue=args.max_queue,
+                              timeout_s=args.timeout)
     config = ServerConfig(model_id=args.model_id, sizes=tuple(args.sizes or ()), max_n=args.max_n,
                           max_prompt_chars=args.max_prompt_chars, batching=batching,
                           api_key=args.api_key or os.environ.get("SIMPLEAR_API_KEY") or None)
