@@ -51,10 +51,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--group-size", type=int, default=grpo_defaults()["group_size"])
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--eval-images", type=int, default=0,
+                        help="instead of GRPO steps, time the suite evaluation (generate + judge) on N prompts")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     bundle = build_bench_bundle(args.resolution, device=args.device)
+    if args.eval_images:
+        return _bench_eval(bundle, args.eval_images)
     fields = {**grpo_defaults(), "steps": args.steps, "prompts_per_step": args.prompts_per_step,
               "group_size": args.group_size, "eval_every": 0, "checkpoint_every": 10**9, "progress": False}
     with tempfile.TemporaryDirectory() as out:
@@ -74,6 +78,23 @@ def main(argv: list[str] | None = None) -> dict:
         "step_tokens_per_s": sum(r["tokens_per_s"] for r in timed) / len(timed),
         "total_seconds": total,
     }
+    print(json.dumps(result))
+    return result
+
+
+def _bench_eval(bundle, count: int) -> dict:
+    import torch
+
+    from simplear.eval.suite import make_suite
+    from simplear.train.suite_eval import evaluate_bundle, spread
+
+    bundle.model.eval()
+    started = time.perf_counter()
+    report = evaluate_bundle(bundle, spread(make_suite(seed=0), count), images_per_prompt=1, batch_size=32)
+    seconds = time.perf_counter() - started
+    result = {"device": str(next(bundle.model.parameters()).device), "threads": torch.get_num_threads(),
+              "images": report["images"], "seconds": seconds, "images_per_s": report["images"] / seconds,
+              "suite_553x4_minutes": 553 * 4 / (report["images"] / seconds) / 60}
     print(json.dumps(result))
     return result
 

@@ -78,8 +78,8 @@ class RecipeConfig:
 def grpo_defaults() -> dict:
     """GRPO settings of the full recipe, sized for what is left of the 2-hour CPU budget after
     pretraining and SFT (32 images of 256 tokens per step); on a GPU raise prompts_per_step/steps."""
-    return {"steps": 50, "prompts_per_step": 4, "group_size": 8, "passes": 2, "lr": 2e-5, "beta": 0.02,
-            "clip_eps": 0.2, "eval_every": 25, "eval_num_prompts": 48, "checkpoint_every": 5,
+    return {"steps": 20, "prompts_per_step": 4, "group_size": 8, "passes": 2, "lr": 2e-5, "beta": 0.02,
+            "clip_eps": 0.2, "eval_every": 10, "eval_num_prompts": 48, "checkpoint_every": 2,
             "micro_batch_size": 16, "reward": "shapes"}
 
 
