@@ -28,6 +28,7 @@ def register(top, groups) -> None:
                    help="time baseline/reference on this many tokens and extrapolate (for large images)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1, help="timed runs per row; the fastest counts")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_run)
 
@@ -54,7 +55,7 @@ def _run(args) -> int:
         samplers=tuple(s.strip() for s in args.samplers.split(",") if s.strip()), cfg_scale=args.cfg_scale,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, window=args.window, device=args.device,
         dtype=args.dtype, compile=args.compile, cuda_graphs=False if args.no_cuda_graphs else None,
-        max_slow_tokens=args.max_slow_tokens, seed=args.seed,
+        max_slow_tokens=args.max_slow_tokens, seed=args.seed, repeats=args.repeats,
     )
     log = None if args.json else (lambda row: print(
         f"  {row['sampler']:<9} batch {row['batch']:>3}: {row['seconds_per_image']:.3f} s/image", file=sys.stderr))
