@@ -16,12 +16,10 @@ prompts (so advantages need no communication) and DDP averages the gradients; ra
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-import json
 import math
-import os
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import torch
 from simplear.train import distributed as dist_utils
 from simplear.train.grpo_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from simplear.train.grpo_loss import LossStats, group_advantages, grpo_loss
+from simplear.train.grpo_prompts import evaluation_prompts, prompts_for_step, training_prompts
 from simplear.train.grpo_rollout import GuidedPolicy, Rollout, check_policy_config, sample_rollout
 from simplear.train.logging import RunLogger
 from simplear.utils import atomic_write_json, pick_device
@@ -96,71 +95,6 @@ class GRPOConfig:
         return dataclasses.asdict(self)
 
 
-# ---- prompts ---------------------------------------------------------------------------------
-
-
-def read_prompt_file(path: str | os.PathLike) -> list[dict]:
-    """GenEval metadata lines (one JSON object with at least `prompt` per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} not found")
-    out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not JSON ({err})") from None
-        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"].strip():
-            raise ValueError(f"{path}:{n}: each line needs a non-empty 'prompt'")
-        out.append(item)
-    if not out:
-        raise ValueError(f"{path} holds no prompts")
-    return out
-
-
-def training_prompts(config: GRPOConfig, pool_size: int = 4096) -> list[dict]:
-    """The training prompt pool: a file, or random ShapesWorld lines that avoid held-out pairs.
-
-    ShapesWorld lines come from `sample_metadata` (which never picks a held-out (colour, class)
-    pair, so held-out scores stay a measure of generalisation) with the six tags equally likely,
-    because GenEval's overall score weighs the tags equally.
-    """
-    if config.prompts:
-        return read_prompt_file(config.prompts)
-    import numpy as np
-
-    from simplear.data.captions import canonical_prompt
-    from simplear.data.shapes import TAGS, ShapesConfig, sample_metadata
-
-    shapes_config = ShapesConfig(tag_weights=tuple((tag, 1.0) for tag in TAGS))
-    rng = np.random.default_rng(config.seed + 1)
-    pool = []
-    for _ in range(pool_size):
-        line = sample_metadata(rng, shapes_config)
-        pool.append({**line, "prompt": canonical_prompt(line)})
-    return pool
-
-
-def evaluation_prompts(config: GRPOConfig) -> list[dict]:
-    if config.eval_prompts:
-        items = read_prompt_file(config.eval_prompts)
-    else:
-        from simplear.eval.suite import make_suite
-
-        items = make_suite(seed=0)
-    from simplear.train.suite_eval import spread
-
-    return spread(items, config.eval_num_prompts)
-
-
-def prompts_for_step(pool: Sequence[dict], step: int, count: int, seed: int) -> list[dict]:
-    """`count` prompts for `step`, a pure function of (seed, step): a resumed run picks the same."""
-    rng = random.Random(seed * 1_000_003 + step)
-    return [pool[rng.randrange(len(pool))] for _ in range(count)]
-
-
 # ---- distributed helpers ---------------------------------------------------------------------
 
 
@@ -222,7 +156,7 @@ def optimise_batch(policy: torch.nn.Module, rollout: Rollout, advantages: torch.
             for i, index in enumerate(chunks):
                 part = rollout.select(index)
                 sync = i == len(chunks) - 1 or not hasattr(policy, "no_sync")
-                ctx = policy.no_sync() if not sync else _nullcontext()
+                ctx = policy.no_sync() if not sync else contextlib.nullcontext()
                 with ctx:
                     logp = policy(part.batch, part.codes)
                     if first_pass:
@@ -238,14 +172,6 @@ def optimise_batch(policy: torch.nn.Module, rollout: Rollout, advantages: torch.
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
     return stats
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _mean(values: Sequence[float]) -> float:
