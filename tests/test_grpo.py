@@ -187,3 +187,23 @@ def test_old_log_probs_from_the_first_pass_equal_a_separate_forward():
     assert torch.allclose(results[0], results[1], atol=1e-6)
     with pytest.raises(ValueError, match="whole batch"):
         optimise_batch(policy, rollout, adv, optimizer, GRPOConfig(minibatch_size=4), torch.Generator())
+
+
+def test_training_prompts_avoid_held_out_pairs_and_cover_every_tag(tmp_path):
+    from simplear.data.shapes import DEFAULT_HELDOUT, TAGS
+    from simplear.train.grpo_prompts import prompts_for_step, read_prompt_file, training_prompts
+
+    pool = training_prompts(GRPOConfig(seed=0), pool_size=600)
+    held = {tuple(p) for p in DEFAULT_HELDOUT}
+    assert not any((c.get("color"), c["class"]) in held for m in pool for c in m["include"])
+    assert {m["tag"] for m in pool} == set(TAGS)
+    assert all(m["prompt"].startswith("a photo of") for m in pool)
+    assert prompts_for_step(pool, 7, 4, seed=1) == prompts_for_step(pool, 7, 4, seed=1)
+    assert prompts_for_step(pool, 7, 4, seed=1) != prompts_for_step(pool, 8, 4, seed=1)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a photo of a cat"}\n{"tag": "x"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        read_prompt_file(bad)
+    with pytest.raises(FileNotFoundError):
+        read_prompt_file(tmp_path / "none.jsonl")
