@@ -59,8 +59,9 @@ def _bench_train(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         mfu = f", MFU {result['mfu']:.1%}" if "mfu" in result else ""
-        print(f"{result['preset']} on {result['device']}: {result['tokens_per_s']:.0f} tokens/s "
-              f"({result['image_tokens_per_s']:.0f} image tokens/s), {result['step_s'] * 1000:.0f} ms/step "
+        # Speeds are floored, never rounded up.
+        print(f"{result['preset']} on {result['device']}: {int(result['tokens_per_s'])} tokens/s "
+              f"({int(result['image_tokens_per_s'])} image tokens/s), {result['step_s'] * 1000:.0f} ms/step "
               f"at batch {result['micro_batch_size']} x {result['sequence']} tokens, "
               f"{result['achieved_tflops']:.3f} TFLOP/s{mfu}")
     return 0
