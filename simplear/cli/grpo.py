@@ -70,6 +70,7 @@ def register(top, groups) -> None:
     p.add_argument("--eval-images-per-prompt", dest="eval_images_per_prompt", type=int, default=None)
     p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=None)
     p.add_argument("--keep-last", dest="keep_last", type=int, default=None)
+    p.add_argument("--bundle-dtype", dest="bundle_dtype", choices=("float32", "bfloat16", "float16"), default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")

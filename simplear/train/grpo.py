@@ -73,6 +73,7 @@ class GRPOConfig:
     seed: int = 0
     device: str | None = None
     resume: bool = False
+    bundle_dtype: str = "float32"  # precision of OUT/bundle weights ("bfloat16" halves the size)
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts_per_step", "group_size", "passes", "micro_batch_size"):
@@ -86,6 +87,8 @@ class GRPOConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.bundle_dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"bundle_dtype must be float32, bfloat16 or float16, got {self.bundle_dtype!r}")
         if self.sampler not in ("engine", "reference"):
             raise ValueError(f"sampler must be 'engine' or 'reference', got {self.sampler!r}")
         if self.beta < 0 or self.clip_eps <= 0:
@@ -214,6 +217,8 @@ def train_grpo(
             raise ValueError("GRPO needs --init-from BUNDLE (the SFT model)")
         bundle = load_bundle(config.init_from, device=device)
     bundle.model.to(device)
+    if bundle.visual_tokenizer is not None and hasattr(bundle.visual_tokenizer, "to"):
+        bundle.visual_tokenizer.to(device)
     defaults = bundle.config.sampling
     sampling = SamplingConfig(
         cfg_scale=float(config.cfg_scale if config.cfg_scale is not None else defaults.cfg_scale),
@@ -334,7 +339,8 @@ def train_grpo(
     if rank == 0:
         final = dataclasses.replace(bundle, model=model)
         final.config = _grpo_bundle_config(bundle.config, sampling, config)
-        save_bundle(out / "bundle", final)
+        dtype = getattr(torch, config.bundle_dtype)
+        save_bundle(out / "bundle", final, dtype=None if dtype == torch.float32 else dtype)
         summary = {"steps": config.steps, "bundle": str(out / "bundle"), "sampling": sampling.to_dict(), **summary}
         atomic_write_json(out / "summary.json", summary)
     dist_utils.barrier(info)

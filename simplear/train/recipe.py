@@ -80,7 +80,7 @@ def grpo_defaults() -> dict:
     pretraining and SFT (32 images of 256 tokens per step); on a GPU raise prompts_per_step/steps."""
     return {"steps": 20, "prompts_per_step": 4, "group_size": 8, "passes": 2, "lr": 2e-5, "beta": 0.02,
             "clip_eps": 0.2, "eval_every": 10, "eval_num_prompts": 48, "checkpoint_every": 2,
-            "micro_batch_size": 16, "reward": "shapes"}
+            "micro_batch_size": 16, "reward": "shapes", "bundle_dtype": "bfloat16"}
 
 
 def smoke_config(out: str, device: str | None = None) -> RecipeConfig:
