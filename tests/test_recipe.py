@@ -20,7 +20,7 @@ def recipe_dir(tmp_path_factory):
 
 
 def _rows(out):
-    return {r["stage"]: r for r in json.loads((out / "stages.json").read_text())}
+    return {r["stage"]: r for r in json.loads((out / "stages.json").read_text())["stages"]}
 
 
 def test_stages_up_to_sft_ran_and_were_evaluated(recipe_dir):
@@ -39,6 +39,9 @@ def test_stages_up_to_sft_ran_and_were_evaluated(recipe_dir):
     pre = json.loads((recipe_dir / "pretrain" / "bundle" / "simplear.json").read_text())
     assert (pre["image_size"], sft["image_size"]) == (32, 64)  # low resolution, then high
     assert "| sft |" in (recipe_dir / "stages.md").read_text()
+    targets = json.loads((recipe_dir / "stages.json").read_text())["targets"]
+    assert targets[0]["target"] == "sft overall >= 0.80" and targets[0]["value"] == rows["sft"]["overall"]
+    assert targets[2]["met"] is None  # no GRPO stage yet
 
 
 def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, capsys):

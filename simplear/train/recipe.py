@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -232,13 +233,49 @@ def stage_table(results: dict) -> tuple[list[dict], str]:
     lines = [head, "|" + "---|" * (len(TAGS) + 6)]
 
     def fmt(v):
-        return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+        return "–" if v is None else _down(v) if isinstance(v, float) else str(v)
 
     for r in rows:
         cells = [r["stage"], fmt(r["overall"])] + [fmt(r["tags"].get(t)) for t in TAGS]
         cells += [fmt(r["heldout"]), fmt(r["seen"]), fmt(r["images"]), fmt(r["seconds"] and round(r["seconds"]))]
         lines.append("| " + " | ".join(cells) + " |")
     return rows, "\n".join(lines) + "\n"
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    """The issue's targets, each with the measured figure and whether it is met (None: not run yet).
+
+    SFT >= 0.80; GRPO >= SFT + 0.05 and >= 0.90 with no tag below 0.75; held-out pairs within
+    0.10 of the rest (GRPO stage).
+    """
+    by = {r["stage"]: r for r in rows}
+    sft, grpo = by.get("sft", {}), by.get("grpo", {})
+
+    def target(name, value, ok):
+        return {"target": name, "value": value, "met": None if value is None else bool(ok)}
+
+    s, g = sft.get("overall"), grpo.get("overall")
+    worst = min(grpo["tags"].values()) if grpo.get("tags") else None
+    gap = None if grpo.get("heldout") is None or grpo.get("seen") is None else grpo["seen"] - grpo["heldout"]
+    return [
+        target("sft overall >= 0.80", s, s is not None and s >= 0.80),
+        target("grpo overall >= sft + 0.05", None if s is None or g is None else g - s,
+               s is not None and g is not None and g >= s + 0.05),
+        target("grpo overall >= 0.90", g, g is not None and g >= 0.90),
+        target("grpo: no tag below 0.75", worst, worst is not None and worst >= 0.75),
+        target("grpo: held-out within 0.10 of the rest", gap, gap is not None and abs(gap) <= 0.10),
+    ]
+
+
+def _down(value: float) -> str:
+    """3 decimals, truncated toward -inf: a reported score is never rounded up."""
+    return f"{math.floor(value * 1000) / 1000:.3f}"
+
+
+def _target_line(t: dict) -> str:
+    value = "not run" if t["value"] is None else _down(t["value"])
+    verdict = "–" if t["met"] is None else "met" if t["met"] else "NOT met"
+    return f"- {t['target']}: {value} ({verdict})\n"
 
 
 # ---- the driver ------------------------------------------------------------------------------
@@ -278,7 +315,9 @@ def run_recipe(cfg: RecipeConfig, log: Callable[[str], None] = print) -> dict:
         if name == cfg.until:
             break
     rows, markdown = stage_table(results)
-    atomic_write_json(root / "stages.json", rows)
+    targets = check_targets(rows)
+    markdown += "\n" + "".join(_target_line(t) for t in targets)
+    atomic_write_json(root / "stages.json", {"stages": rows, "targets": targets})
     atomic_write_text(root / "stages.md", markdown)
     log(markdown)
     return results
