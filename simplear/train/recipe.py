@@ -269,7 +269,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
 
 def _down(value: float) -> str:
     """3 decimals, truncated toward -inf: a reported score is never rounded up."""
-    return f"{math.floor(value * 1000) / 1000:.3f}"
+    return f"{math.floor(value * 1000 + 1e-9) / 1000:.3f}"  # 1e-9: 0.29 * 1000 is 289.999...
 
 
 def _target_line(t: dict) -> str:
