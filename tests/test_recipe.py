@@ -82,3 +82,19 @@ def test_train_grpo_cli_with_the_judge_reward_and_evaluation(recipe_dir, tmp_pat
     assert ev["images"] == 3 and 0.0 <= ev["judge_score"] <= 1.0
     assert (out / "bundle" / "simplear.json").is_file()
     assert run_cli("train", "grpo", "--init-from", tmp_path / "missing", "--out", tmp_path / "x") == 2
+
+
+def test_geneval_table_means_over_tags_and_splits_held_out_pairs():
+    from simplear.train.suite_eval import geneval_table, is_heldout, spread
+
+    records = [{"tag": "colors", "correct": True, "score": 1.0}, {"tag": "colors", "correct": False, "score": 0.5},
+               {"tag": "counting", "correct": True, "score": 1.0}]
+    table = geneval_table(records)
+    assert table["tags"] == {"colors": 0.5, "counting": 1.0}
+    assert table["overall"] == 0.75  # mean over tags, not over images (2/3)
+    assert table["partial"] == 2.5 / 3 and table["images"] == 3
+    pairs = {("blue", "star")}
+    assert is_heldout({"include": [{"class": "star", "color": "blue", "count": 1}]}, pairs)
+    assert not is_heldout({"include": [{"class": "star", "color": "red", "count": 1}]}, pairs)
+    assert is_heldout({"heldout": True, "include": []}, set())
+    assert spread(list(range(10)), 3) == [0, 3, 6] and spread([1, 2], 0) == [1, 2]
