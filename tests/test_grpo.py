@@ -125,7 +125,7 @@ def test_reward_rises_when_the_loop_optimises_what_it_samples(tmp_path):
     _run(tmp_path, steps=10, beta=0.02, evaluate=evaluate, eval_every=5)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     log = [r for r in records if r["kind"] == "train"]
-    assert [(r["step"], r["judge_score"]) for r in records if r["kind"] == "eval"] == [(5, 0.5), (10, 1.0)]
+    assert [(r["step"], r["judge_score"]) for r in records if r["kind"] == "eval"] == [(0, 0.0), (5, 0.5), (10, 1.0)]
     assert [r["step"] for r in log] == list(range(1, 11))
     first = sum(r["reward_mean"] for r in log[:3]) / 3
     last = sum(r["reward_mean"] for r in log[-3:]) / 3

@@ -77,7 +77,8 @@ def test_train_grpo_cli_with_the_judge_reward_and_evaluation(recipe_dir, tmp_pat
     assert code == 0
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     (train,) = [r for r in records if r["kind"] == "train"]
-    (ev,) = [r for r in records if r["kind"] == "eval"]
+    start, ev = [r for r in records if r["kind"] == "eval"]  # before GRPO, then after step 1
+    assert (start["step"], ev["step"]) == (0, 1)
     assert 0.0 <= train["reward_mean"] <= 1.0 and train["kl"] == 0.0
     assert ev["images"] == 3 and 0.0 <= ev["judge_score"] <= 1.0
     assert (out / "bundle" / "simplear.json").is_file()

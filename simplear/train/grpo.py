@@ -266,6 +266,12 @@ def train_grpo(
     local_prompts = config.prompts_per_step // world
     local_images = local_prompts * config.group_size
     summary: dict = {}
+    if rank == 0 and config.eval_every and start_step == 0:
+        # The starting point of the judge-score curve: the initial (SFT) policy, same setting.
+        model.eval()
+        result = eval_fn(bundle, 0)
+        logger.log({"kind": "eval", "step": 0, "judge_score": result.get("overall"), **result})
+    dist_utils.barrier(info)
 
     for step in range(start_step, config.steps):
         started = time.perf_counter()
