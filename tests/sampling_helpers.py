@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 
 from simplear.model import build_model
@@ -62,3 +63,12 @@ def chi_square_pvalue(codes: torch.Tensor, joint: dict) -> tuple[float, float]:
     result = chisquare(observed, [e * scale for e in expected])
     tv = 0.5 * sum(abs(counts[k] / n - joint[k]) for k in joint)
     return float(result.pvalue), tv
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread: on a busy 2-core box two threads spin-wait on each other every op."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

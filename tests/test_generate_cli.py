@@ -6,6 +6,7 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 from pipeline_helpers import make_tiny_bundle
+from sampling_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")

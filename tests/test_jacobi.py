@@ -2,7 +2,16 @@
 
 import pytest
 import torch
-from sampling_helpers import CODEBOOK, COND, OFFSET, UNCOND, chi_square_pvalue, exact_joint, tiny_model
+from sampling_helpers import (  # noqa: F401  (one_torch_thread is an autouse fixture)
+    CODEBOOK,
+    COND,
+    OFFSET,
+    UNCOND,
+    chi_square_pvalue,
+    exact_joint,
+    one_torch_thread,
+    tiny_model,
+)
 
 from simplear.sampling.config import SamplingConfig
 from simplear.sampling.jacobi import jacobi_sample, verify_drafts

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from pipeline_helpers import make_tiny_bundle
+from sampling_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from simplear import Pipeline, PipelineOutput
 

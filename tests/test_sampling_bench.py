@@ -4,6 +4,7 @@ import json
 
 import pytest
 from conftest import run_cli
+from sampling_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from simplear.sampling.bench import BenchConfig
 
