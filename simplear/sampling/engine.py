@@ -156,6 +156,11 @@ class FastEngine:
         self._cache_key = (rows, length)
         self._rope_table(length)
 
+    @property
+    def cache_length(self) -> int:
+        """Columns of the allocated KV cache."""
+        return self._cache_key[1]
+
     # -- the one primitive ---------------------------------------------------------------
     def forward(self, ids: torch.Tensor, slots: torch.Tensor, start: torch.Tensor, kv_len: int | None = None):
         """Visual logits (R×T×K, float32) of tokens `ids` (R×T) written at cache `slots` (R×T).

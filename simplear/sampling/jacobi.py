@@ -93,44 +93,55 @@ def jacobi_sample(
     num, length = batch.num_images, batch.length
     width = max(1, min(window, num_tokens - 1))
     engine.allocate(batch.rows, length + num_tokens + width + 1)
-    codes = torch.zeros((num, num_tokens), dtype=torch.long, device=device)
+    # Codes plus a spill area of width+1 columns: every pass writes its whole block at each
+    # image's next columns (no per-image host loop); what lands past the fixed prefix is
+    # overwritten later or falls in the spill area.
+    buffer = torch.zeros((num, num_tokens + width + 1), dtype=torch.long, device=device)
+    codes = buffer[:, :num_tokens]
     started = time.perf_counter()
 
     # 1. Prefill: its last position gives the exact distribution of the first code.
     slots = torch.arange(length, device=device)[None].expand(batch.rows, length)
     logits = engine.forward(batch.ids, slots, batch.start, kv_len=length)[:, -1]
     codes[:, 0] = draw(probs_from_logits(split_cfg(logits, config), config), generator)
-    forward_passes, passes_per_image = 1, [1] * num
-    done = [1] * num  # codes fixed so far, per image
+    forward_passes = 1
+    passes = torch.ones(num, dtype=torch.long, device=device)
+    done = torch.ones(num, dtype=torch.long, device=device)  # codes fixed so far, per image
+    static_kv = engine.cuda_graphs or engine.compile  # fixed-shape steps attend to the whole cache
 
     # 2. Initial drafts: uniform over the codebook.
     q = torch.full((num, width, size), 1.0 / size, device=device)
     drafts = draw(q, generator)
     offsets = torch.arange(width + 1, device=device)
-    while min(done) < num_tokens:
+    rows = torch.arange(num, device=device)
+    while True:
+        smallest = int(done.min())  # the loop's one host sync per pass
+        if progress is not None and forward_passes > 1:
+            progress(codes, min(smallest, num_tokens), num_tokens)
+        if smallest >= num_tokens:
+            break
         # 3. One pass over [last code, drafts] at each image's own cache columns.
-        done_t = torch.tensor(done, device=device)
-        last = codes.gather(1, (done_t - 1)[:, None])
+        last = buffer.gather(1, (done - 1)[:, None])
         block = torch.cat([last, drafts], dim=1) + visual_offset
-        block_slots = (length + done_t - 1)[:, None] + offsets
+        block_slots = (length + done - 1)[:, None] + offsets
         if config.uses_cfg:
             block, block_slots = torch.cat([block, block]), torch.cat([block_slots, block_slots])
-        kv_len = int(block_slots.max()) + 1
+        # Eager steps attend only to the columns in use (the farthest image's block end).
+        kv_len = engine.cache_length if static_kv else length + int(done.max()) + width
         logits = engine.step(block, block_slots, batch.start, kv_len)
         p = probs_from_logits(split_cfg(logits, config), config)  # B×(W+1)×K
         forward_passes += 1
 
-        # 4. Verify, then write the kept drafts and the next code (never past num_tokens).
+        # 4. Verify, then write the kept drafts and the next code at each image's next columns.
         accepted, next_code = verify_drafts(p, q, drafts, generator)
         kept = torch.cat([drafts, drafts[:, :1]], dim=1)
-        kept[torch.arange(num, device=device), accepted] = next_code
-        for b, (n_kept, new) in enumerate(zip(accepted.tolist(), kept.tolist())):
-            if done[b] >= num_tokens:
-                continue
-            take = min(n_kept + 1, num_tokens - done[b])
-            codes[b, done[b] : done[b] + take] = torch.tensor(new[:take], device=device)
-            done[b] += take
-            passes_per_image[b] += 1
+        kept[rows, accepted] = next_code
+        active = done < num_tokens
+        # Finished images write into the spill area only.
+        write_at = torch.where(active, done, torch.full_like(done, num_tokens))[:, None] + offsets
+        buffer.scatter_(1, write_at, kept)
+        done = torch.where(active, torch.clamp(done + accepted + 1, max=num_tokens), done)
+        passes += active.long()
 
         # 5. Jacobi update: positions after the new code keep this pass's p as their draft
         #    distribution (drawn afresh); the rest of the window starts uniform.
@@ -139,12 +150,11 @@ def jacobi_sample(
         from_pass = p.gather(1, source.clamp(max=width)[..., None].expand(num, width, size))
         q = torch.where(fresh, from_pass, torch.full_like(from_pass, 1.0 / size))
         drafts = draw(q, generator)
-        if progress is not None:
-            progress(codes, min(done), num_tokens)
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    per_image = [num_tokens / n for n in passes_per_image]
+    codes = codes.clone()
+    per_image = [num_tokens / n for n in passes.tolist()]
     stats = {
         "sampler": "jacobi",
         "tokens": num_tokens,
