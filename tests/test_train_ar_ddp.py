@@ -12,9 +12,10 @@ from simplear.train.logging import read_log
 
 SCRIPT = textwrap.dedent(
     """
-    import sys, torch
+    import sys, torch, torch.distributed as dist
     sys.path.insert(0, {tests!r})
     torch.set_num_threads(1)
+    dist.init_process_group("gloo")  # ours, so both runs below share it (train_ar leaves it alone)
     from test_bundle import tiny_vt
     from test_train_ar import toy_config, toy_dataset
     from simplear.train.ar import train_ar
@@ -24,6 +25,7 @@ SCRIPT = textwrap.dedent(
         train_ar(toy_config(parallel=parallel, max_steps=3, checkpoint_every=100,
                             eval=EvalConfig(samples=False, val_batches=1)),
                  sys.argv[1] + "/" + parallel, dataset=ds, val_dataset=ds, visual_tokenizer=tiny_vt())
+    dist.destroy_process_group()
     """
 )
 

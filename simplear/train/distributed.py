@@ -24,6 +24,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     launched: bool = False  # under torchrun (even with one process: FSDP/DDP paths then run too)
+    owns_group: bool = False  # we created the process group, so cleanup() destroys it
 
     @property
     def enabled(self) -> bool:
@@ -40,12 +41,12 @@ def init_distributed(device: torch.device) -> DistInfo:
         return DistInfo()
     world = int(os.environ["WORLD_SIZE"])
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world, local_rank=local, launched=True)
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+    if dist.is_initialized():  # the caller's group (e.g. several runs in one launch): leave it to them
+        return DistInfo(rank=rank, world_size=world, local_rank=local, launched=True)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local, launched=True, owns_group=True)
 
 
 def local_device(device: torch.device, info: DistInfo) -> torch.device:
@@ -114,5 +115,7 @@ def load_optimizer_state(model, optimizer, state: dict, info: DistInfo, parallel
 
 
 def cleanup(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+    # A group cannot be re-created under torchrun's store after destruction, so a caller that
+    # runs several trainings in one launch creates the group itself and we leave it alone.
+    if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
