@@ -215,6 +215,7 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
         if info.is_main:
             _write_bundle(run_dir, plain, vocab, vt, grid, config)
     logger.close()
+    wrapped = None  # drop the DDP wrapper before cleanup: see dist_utils.cleanup
     dist_utils.barrier(info)
     dist_utils.cleanup(info)
     return run_dir

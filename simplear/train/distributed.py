@@ -11,6 +11,7 @@ under `torchrun --nproc_per_node=1` the DDP/FSDP code paths run with one process
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -115,6 +116,13 @@ def load_optimizer_state(model, optimizer, state: dict, info: DistInfo, parallel
 
 
 def cleanup(info: DistInfo) -> None:
+    """Tear down the process group. Callers `del` their DDP wrapper first: its Reducer must be
+    freed while the group is still registered, or the Reducer drops the group's last reference
+    on the caller's return and the gloo destructor joins its worker thread while holding the GIL
+    that the worker needs (a deadlock seen about one run in ten)."""
+    if not info.enabled:
+        return
+    gc.collect()  # DDP wrappers sit in reference cycles: free them now, before the group goes
     # A group cannot be re-created under torchrun's store after destruction, so a caller that
     # runs several trainings in one launch creates the group itself and we leave it alone.
     if info.owns_group and dist.is_initialized():

@@ -349,6 +349,7 @@ def train_grpo(
         save_bundle(out / "bundle", final, dtype=None if dtype == torch.float32 else dtype)
         summary = {"steps": config.steps, "bundle": str(out / "bundle"), "sampling": sampling.to_dict(), **summary}
         atomic_write_json(out / "summary.json", summary)
+    del wrapped  # before cleanup: see dist_utils.cleanup
     dist_utils.barrier(info)
     dist_utils.cleanup(info)
     return summary
