@@ -224,7 +224,7 @@ def test_requested_heldout_pair_is_still_rendered_for_evaluation():
             },
             r"include\[1\]\.position: unknown relation 'near'; allowed: left of",
         ),
-        ({"include": [{"class": "star", "count": 1, "position": ["above", 0]}]}, "another include clause"),
+        ({"include": [{"class": "star", "count": 1, "position": ["above", 0]}]}, "earlier include clause"),
         (
             {"include": [{"class": "star", "count": 3}], "exclude": [{"class": "star", "count": 3}]},
             "excludes",

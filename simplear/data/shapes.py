@@ -396,8 +396,11 @@ def _as_rng(rng) -> np.random.Generator:
     raise ValueError(f"rng must be a numpy Generator or an integer seed, got {type(rng).__name__}")
 
 
-def validate_metadata(metadata: dict) -> dict:
+def validate_metadata(metadata: dict, *, max_objects: int | None = MAX_OBJECTS) -> dict:
     """Check one GenEval line against ShapesWorld's vocabulary; return a clean copy.
+
+    `max_objects` is what a ShapesWorld scene can hold (for rendering); the judge passes None,
+    since any number of objects can be scored.
 
     Errors name the offending field and the allowed values, e.g.
     `include[1].color: unknown color 'teal'; allowed: red, orange, ...`.
@@ -429,13 +432,13 @@ def validate_metadata(metadata: dict) -> dict:
                 raise ValueError(
                     f"{where}.position: unknown relation {rel!r}; allowed: {', '.join(RELATIONS)}"
                 )
-            if not isinstance(ref, int) or not 0 <= ref < len(include) or ref == i:
-                raise ValueError(f"{where}.position: index must name another include clause, got {ref!r}")
+            if isinstance(ref, bool) or not isinstance(ref, int) or not 0 <= ref < i:
+                raise ValueError(f"{where}.position: index must name an earlier include clause, got {ref!r}")
             out["position"] = [rel, ref]
         clean.append(out)
     total = sum(c["count"] for c in clean)
-    if total > MAX_OBJECTS:
-        raise ValueError(f"include: {total} objects requested; ShapesWorld places at most {MAX_OBJECTS}")
+    if max_objects is not None and total > max_objects:
+        raise ValueError(f"include: {total} objects requested; ShapesWorld places at most {max_objects}")
     result = {"tag": tag, "include": clean} if tag is not None else {"include": clean}
     if metadata.get("exclude") is not None:
         exclude = metadata["exclude"]

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from simplear.data.shapes import CLASSES, COLORS, RELATIONS
+from simplear.data import shapes
+from simplear.data.shapes import COLORS
 from simplear.eval.detector import Detection, DetectorConfig, detect
 
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -73,48 +74,11 @@ def _allowed(values: Iterable[str]) -> str:
 
 
 def validate_metadata(metadata: Any) -> None:
-    """Raise ValueError naming the bad field (and the allowed values) if `metadata` is unusable."""
-    if not isinstance(metadata, dict):
-        raise ValueError(f"metadata must be a JSON object (dict), got {type(metadata).__name__}")
-    include = metadata.get("include")
-    if not isinstance(include, list) or not include:
-        raise ValueError("metadata.include must be a non-empty list of {class, count, ...} clauses")
-    exclude = metadata.get("exclude", [])
-    if not isinstance(exclude, list):
-        raise ValueError("metadata.exclude must be a list of {class, count} clauses")
-    for part, clauses in (("include", include), ("exclude", exclude)):
-        for i, clause in enumerate(clauses):
-            where = f"metadata.{part}[{i}]"
-            if not isinstance(clause, dict):
-                raise ValueError(f"{where} must be an object with 'class' and 'count'")
-            cls = clause.get("class")
-            if cls not in CLASSES:
-                raise ValueError(f"{where}.class: unknown class {cls!r}; allowed: {_allowed(CLASSES)}")
-            count = clause.get("count")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"{where}.count must be an integer >= 1, got {count!r}")
-            if part == "exclude":
-                continue
-            if "color" in clause and clause["color"] not in COLORS:
-                raise ValueError(
-                    f"{where}.color: unknown colour {clause['color']!r}; allowed: {_allowed(COLORS)}"
-                )
-            if "position" in clause:
-                pos = clause["position"]
-                if not (isinstance(pos, (list, tuple)) and len(pos) == 2):
-                    raise ValueError(f"{where}.position must be [relation, index], got {pos!r}")
-                relation, index = pos
-                if relation not in RELATIONS:
-                    raise ValueError(
-                        f"{where}.position: unknown relation {relation!r}; allowed: {_allowed(RELATIONS)}"
-                    )
-                if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < i:
-                    raise ValueError(
-                        f"{where}.position index must name an earlier include clause (0..{i - 1}), got {index!r}"
-                    )
-    tag = metadata.get("tag")
-    if tag is not None and not isinstance(tag, str):
-        raise ValueError(f"metadata.tag must be a string, got {tag!r}")
+    """Raise ValueError naming the bad field (and the allowed values) if `metadata` is unusable.
+
+    ShapesWorld's schema check, without its limit on how many objects a scene can hold.
+    """
+    shapes.validate_metadata(metadata, max_objects=None)
 
 
 def relative_position(box_a: Sequence[float], box_b: Sequence[float], threshold: float = 0.1) -> set[str]:
