@@ -142,8 +142,8 @@ def random_bundle(out_dir, preset: str = "shapes", image_size: int = 128, seed: 
     return save_bundle(out_dir, Bundle(model, vocab, vt, config))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simplear.bench_serving", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's flags (shared by `simplear bench serving` and `python -m simplear.bench_serving`)."""
     parser.add_argument("--model", default=None, help="model bundle (default: the embedded model)")
     parser.add_argument("--visual-tokenizer", default=None)
     parser.add_argument("--random-preset", default=None,
@@ -158,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regroup-fraction", type=float, default=0.1)
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args(argv)
 
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark for parsed flags; prints a table and a JSON line."""
     import torch
 
     from simplear.pipeline import Pipeline
@@ -187,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             scratch.cleanup()
     print(json.dumps(result))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simplear.bench_serving", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,3 +13,10 @@ def test_import_is_light():
     code = "import sys, simplear; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bench_serving_verb_takes_the_benchmark_flags():
+    from simplear.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "serving", "--levels", "1", "8", "--requests", "3"])
+    assert args.levels == [1, 8] and args.requests == 3 and args.func.__name__ == "_run_serving"

@@ -1,4 +1,5 @@
-"""`simplear bench sampling`: baseline vs reference vs fast engine vs Jacobi, same model and run."""
+"""`simplear bench sampling` (baseline vs reference vs fast engine vs Jacobi, same model and run) and
+`simplear bench serving` (the HTTP load benchmark, `simplear/bench_serving.py`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,21 @@ def register(top, groups) -> None:
     p.add_argument("--repeats", type=int, default=1, help="timed runs per row; the fastest counts")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_run)
+
+    from simplear.bench_serving import add_arguments  # argparse only: no torch at import
+
+    s = groups["bench"].add_parser(
+        "serving", help="HTTP load: images/s and p50/p95 latency at 1/8/32 concurrent clients",
+        description="Closed-loop clients against the real server on 127.0.0.1 (bounded in count and time).",
+    )
+    add_arguments(s)
+    s.set_defaults(func=_run_serving)
+
+
+def _run_serving(args) -> int:
+    from simplear.bench_serving import run
+
+    return run(args)
 
 
 def _ints(text: str) -> tuple[int, ...]:
