@@ -81,7 +81,7 @@ def test_trains_from_an_image_folder(tmp_path):
 def test_recipes_and_config_validation():
     assert set(RECIPES) >= {"shapes", "shapes-d16"}
     cfg = recipe_config("shapes", steps=7, out="x", levels=None)
-    assert cfg.steps == 7 and cfg.levels == (8, 5, 5, 5) and cfg.downsample == 8
+    assert cfg.steps == 7 and cfg.levels == (8, 8, 8, 5) and cfg.downsample == 8 and cfg.batch_size == 8
     assert recipe_config("shapes-d16").downsample == 16
     with pytest.raises(ValueError, match="unknown tokenizer recipe"):
         recipe_config("nope")
@@ -128,3 +128,16 @@ def test_init_from_starts_from_saved_weights(tmp_path):
     with pytest.raises(ValueError, match="another architecture"):
         train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "x"), steps=1, init_from=str(tmp_path / "start"),
                                              **{**small, "levels": (5, 5)}))
+
+
+def test_gradient_difference_punishes_a_blunted_tip_more_than_a_flat_shift():
+    from simplear.train.tokenizer import gradient_difference
+
+    target = torch.full((1, 3, 16, 16), -0.5)
+    target[..., 7:9, 2:14] = 0.8  # a thin two-pixel bar, like a star's tip
+    blunted = target.clone()
+    blunted[..., 7:9, 11:14] = -0.5  # the tip is cut off
+    shifted = target + 0.05  # everything a little brighter: no edge changes
+    assert gradient_difference(target, target) == 0.0
+    assert gradient_difference(shifted, target) < 1e-6
+    assert gradient_difference(blunted, target) > 0.01

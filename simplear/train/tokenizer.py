@@ -54,6 +54,7 @@ class TokenizerTrainConfig:
     l1_weight: float = 1.0
     mse_weight: float = 1.0
     edge_weight: float = 0.0  # extra pixel weight near edges of the target (see `edge_weights`)
+    grad_weight: float = 0.0  # weight of the gradient-difference loss (see `gradient_difference`)
     max_images: int = 5000  # cap for JSONL / folder data (loaded into memory once)
     eval_images: int = 256
     log_every: int = 50
@@ -84,15 +85,22 @@ class TokenizerTrainConfig:
 
 
 # Named recipes: overrides of the defaults above. `shapes` is the tokenizer of the embedded default
-# model (8 x 8 tokens at 64 px, 16 x 16 at 128 px; 1,000 codes); `shapes-d16` is the 16x variant
-# (8 x 8 tokens at 128 px). Both are sized to train in about 20 minutes on a 2-core CPU.
+# model (8 x 8 tokens at 64 px, 16 x 16 at 128 px; 2,560 codes); `shapes-d16` is the 16x variant
+# (8 x 8 tokens at 128 px). Both are sized to train in about 20-25 minutes on a 2-core CPU.
+# `shapes` uses batches of 8: at equal CPU time (samples seen), batch 8 x 1,000 steps reached
+# 27.07 dB held-out at 128 px against 26.03 dB for 16 x 500 and 22.09 dB for 32 x 250 (the run is
+# far from converged, so more optimiser updates beat less noisy ones). Star tips are the detail
+# that fails first, and 1,000 codes were nearly all used, so the codebook is 2,560 ([8, 8, 8, 5]).
 RECIPES: dict[str, dict] = {
     "shapes": {
         "data": "shapes",
+        "levels": (8, 8, 8, 5),
         "downsample": 8,
         "channels": (32, 64, 128, 128),
         "res_blocks": (0, 1, 1, 2),
-        "steps": 1200,
+        "batch_size": 8,
+        "steps": 4000,
+        "warmup": 200,
         "edge_weight": 4.0,
     },
     "shapes-d16": {
@@ -139,6 +147,18 @@ def edge_weights(images: torch.Tensor, strength: float) -> torch.Tensor:
     # Steps below 0.15 (about 19 of 255 levels) are background noise and gradients; 0.5 counts fully.
     edges = ((F.max_pool2d(edges, 3, stride=1, padding=1) - 0.15) / 0.35).clamp(0.0, 1.0)
     return 1.0 + strength * edges
+
+
+def gradient_difference(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean L1 distance between the horizontal and vertical pixel differences of the two images.
+
+    A pixel loss barely notices a star tip that is two pixels too short (a handful of pixels out of
+    thousands); the difference images make every missing corner an edge that is absent, which
+    costs as much as a misplaced boundary. Zero when the reconstruction is exact.
+    """
+    dx = (reconstruction[..., :, 1:] - reconstruction[..., :, :-1]) - (target[..., :, 1:] - target[..., :, :-1])
+    dy = (reconstruction[..., 1:, :] - reconstruction[..., :-1, :]) - (target[..., 1:, :] - target[..., :-1, :])
+    return dx.abs().mean() + dy.abs().mean()
 
 
 def _lr_at(step: int, cfg: TokenizerTrainConfig) -> float:
@@ -271,6 +291,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, log=print) -> dict:
             loss = (weights * (cfg.l1_weight * diff.abs() + cfg.mse_weight * diff.square())).mean() / weights.mean()
         else:
             loss = cfg.l1_weight * diff.abs().mean() + cfg.mse_weight * diff.square().mean()
+        if cfg.grad_weight:
+            loss = loss + cfg.grad_weight * gradient_difference(recon, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
