@@ -87,6 +87,28 @@ def atomic_dir(path: str | os.PathLike):
         raise
 
 
+def iter_jsonl(path: str | os.PathLike):
+    """Yield (line number, object) for each non-blank line of a JSONL file.
+
+    Errors name the file and the line: a missing file, a line that is not JSON, or a line that
+    is not a JSON object. Every JSONL reader of the project goes through here.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        for lineno, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                item = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(item, dict):
+                raise ValueError(f"{path}:{lineno}: each line must be a JSON object, got {type(item).__name__}")
+            yield lineno, item
+
+
 def pick_device(device: str | None = None):
     """`device` as given, else CUDA when present, else CPU."""
     import torch

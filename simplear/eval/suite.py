@@ -34,7 +34,7 @@ from simplear.data.shapes import (
     scene_from_metadata,
     validate_metadata,
 )
-from simplear.utils import atomic_dir, atomic_write_text
+from simplear.utils import atomic_dir, atomic_write_text, iter_jsonl
 
 # GenEval's prompts per tag (553 in all), in the order its file lists them.
 GENEVAL_TAG_COUNTS = {
@@ -109,16 +109,8 @@ def load_prompts(path: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist")
     prompts = []
-    for lineno, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
+    for lineno, line in iter_jsonl(path):
         try:
-            line = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-        try:
-            if not isinstance(line, dict):
-                raise ValueError(f"each line must be a JSON object, got {type(line).__name__}")
             if "tag" not in line:
                 raise ValueError(f"tag: missing; allowed: {', '.join(TAGS)}")
             validate_metadata(line)

@@ -8,11 +8,9 @@ function of (seed, step), so a resumed or multi-process run uses exactly the sam
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,23 +19,9 @@ if TYPE_CHECKING:
 
 def read_prompt_file(path: str | os.PathLike) -> list[dict]:
     """GenEval metadata lines (one JSON object with at least `prompt` per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} not found")
-    out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not JSON ({err})") from None
-        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"].strip():
-            raise ValueError(f"{path}:{n}: each line needs a non-empty 'prompt'")
-        out.append(item)
-    if not out:
-        raise ValueError(f"{path} holds no prompts")
-    return out
+    from simplear.eval.exports import read_prompt_file as read_lines
+
+    return [line.data for line in read_lines(path)]
 
 
 def training_prompts(config: GRPOConfig, pool_size: int = 4096) -> list[dict]:

@@ -13,13 +13,13 @@ numpy Generator so runs are reproducible and resumable (the generator state is c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from simplear.utils import iter_jsonl
 from simplear.visual_tokenizers.images import center_crop_resize
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -73,17 +73,10 @@ class FileSource:
 
 def _jsonl_images(path: Path) -> list[Path]:
     images = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from None
-            if not isinstance(item, dict) or "image" not in item:
-                raise ValueError(f"{path}:{lineno}: each line needs an 'image' key")
-            images.append(path.parent / item["image"])
+    for lineno, item in iter_jsonl(path):
+        if "image" not in item:
+            raise ValueError(f"{path}:{lineno}: each line needs an 'image' key")
+        images.append(path.parent / item["image"])
     return images
 
 
