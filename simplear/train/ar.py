@@ -22,22 +22,19 @@ import torch
 from simplear.train import ar_setup
 from simplear.train import distributed as dist_utils
 from simplear.train.ar_eval import evaluate
-from simplear.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from simplear.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from simplear.train.config import TrainConfig, config_json
 from simplear.train.logging import RunLogger
 from simplear.train.loss import ARLoss, enable_activation_checkpointing
 from simplear.train.optim import make_optimizer, make_scheduler
 from simplear.train.sequences import SampleOrder, SequenceBuilder, check_captions
 from simplear.utils import atomic_write_text, pick_device, seed_everything
-
-
-def _load_model_state(model, state: dict) -> None:
-    """Strict load that accepts only tied weights missing (checkpoints store them once)."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    untied = [k for k in missing if not any(params.get(k) is params.get(j) for j in state)]
-    if untied or unexpected:
-        raise ValueError(f"checkpoint does not fit the model: missing {untied}, unexpected {unexpected}")
 
 
 def _autocast_factory(config: TrainConfig, device: torch.device):
@@ -105,7 +102,7 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
     start_step, ckpt = 0, None
     if resume and (path := latest_checkpoint(run_dir)) is not None:
         ckpt = load_checkpoint(path)
-        _load_model_state(model, ckpt["model"])  # before wrapping: FSDP shards what it is given
+        load_model_state(model, ckpt["model"])  # before wrapping: FSDP shards what it is given
         start_step = int(ckpt["state"]["step"])
     model.to(device).train()
     loss_module = ARLoss(model, vocab.visual_offset, vocab.codebook_size, config.text_loss_weight, config.loss_chunk)
@@ -242,7 +239,7 @@ def _unsharded(wrapped, model, info, config: TrainConfig):
     from transformers import Qwen2ForCausalLM
 
     plain = Qwen2ForCausalLM(model.config)
-    _load_model_state(plain, state)
+    load_model_state(plain, state)
     return plain
 
 

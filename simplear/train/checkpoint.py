@@ -92,6 +92,15 @@ def load_checkpoint(path: str | Path) -> dict:
     }
 
 
+def load_model_state(model, state: dict) -> None:
+    """Strict load that accepts only tied weights missing (checkpoints store them once)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    untied = [k for k in missing if not any(params.get(k) is params.get(j) for j in state)]
+    if untied or unexpected:
+        raise ValueError(f"checkpoint does not fit the model: missing {untied}, unexpected {unexpected}")
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None

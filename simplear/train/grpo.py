@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from simplear.train import distributed as dist_utils
-from simplear.train.grpo_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from simplear.train.checkpoint import latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint
 from simplear.train.grpo_loss import LossStats, group_advantages, grpo_loss
 from simplear.train.grpo_prompts import evaluation_prompts, prompts_for_step, training_prompts
 from simplear.train.grpo_rollout import GuidedPolicy, Rollout, check_policy_config, sample_rollout
@@ -237,12 +237,16 @@ def train_grpo(
 
     # 2. Resume: model + optimiser + scheduler + step. Prompts and rollout seeds derive from the step.
     start_step = 0
-    found = latest_checkpoint(out / "checkpoints")
+    found = latest_checkpoint(out)
     if found is not None and not config.resume:
         raise ValueError(f"{out} already holds a GRPO run ({found.name}); pass --resume to continue it "
                          "or choose another --out")
     if found is not None:
-        start_step = load_checkpoint(found, model, optimizer, scheduler)
+        ckpt = load_checkpoint(found)
+        load_model_state(model, ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_step = int(ckpt["state"]["step"])
         if rank == 0:
             print(f"grpo: resumed from {found} at step {start_step}", flush=True)
     # The logger drops lines logged after the checkpoint we resume from (those steps are redone).
@@ -336,7 +340,8 @@ def train_grpo(
                 result = eval_fn(bundle, step + 1)
                 logger.log({"kind": "eval", "step": step + 1, "judge_score": result.get("overall"), **result})
             if (step + 1) % config.checkpoint_every == 0 or is_last:
-                save_checkpoint(out / "checkpoints", step + 1, model, optimizer, scheduler, keep_last=config.keep_last)
+                save_checkpoint(out, step + 1, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
+                                {}, keep=config.keep_last)
         dist_utils.barrier(info)
         summary = record
 
