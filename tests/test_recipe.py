@@ -38,6 +38,12 @@ def test_stages_up_to_sft_ran_and_were_evaluated(recipe_dir):
     sft = json.loads((recipe_dir / "sft" / "bundle" / "simplear.json").read_text())
     pre = json.loads((recipe_dir / "pretrain" / "bundle" / "simplear.json").read_text())
     assert (pre["image_size"], sft["image_size"]) == (32, 64)  # low resolution, then high
+    # The sampling sweep judged both smoke candidates and stored the winner as the SFT defaults.
+    sweep = json.loads((recipe_dir / "stages" / "sft.json").read_text())["sampling_sweep"]
+    assert [(c["cfg_scale"], c["temperature"]) for c in sweep["candidates"]] == [(2.0, 1.0), (3.0, 0.7)]
+    best = max(sweep["candidates"], key=lambda c: (c["overall"], c["partial"]))
+    assert sweep["chosen"] == {"cfg_scale": best["cfg_scale"], "temperature": best["temperature"]}
+    assert (sft["sampling"]["cfg_scale"], sft["sampling"]["temperature"]) == (best["cfg_scale"], best["temperature"])
     assert "| sft |" in (recipe_dir / "stages.md").read_text()
     targets = json.loads((recipe_dir / "stages.json").read_text())["targets"]
     assert targets[0]["target"] == "sft overall >= 0.80" and targets[0]["value"] == rows["sft"]["overall"]
@@ -64,6 +70,12 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
     assert "resumed from" in capsys.readouterr().out
     assert (recipe_dir / "stages" / "grpo.json").is_file()
+
+    # A folder written before a setting existed continues while that setting keeps its default.
+    saved = json.loads((recipe_dir / "recipe.json").read_text())
+    del saved["tokenizer_recipe"]  # the smoke run keeps its default
+    (recipe_dir / "recipe.json").write_text(json.dumps(saved))
+    assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
 
     # Other settings on the same folder are refused, with exit code 2.
     assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke", "--seed", "5") == 2

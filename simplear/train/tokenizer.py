@@ -240,8 +240,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, log=print) -> dict:
     ckpt_path = train_dir / "checkpoint.pt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        saved = {k: v for k, v in ckpt["config"].items() if k not in ("steps", "device", "out")}
-        mine = {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "device", "out")}
+        free = ("steps", "device", "out", "log_every", "checkpoint_every")  # these never change the weights
+        saved = {k: v for k, v in ckpt["config"].items() if k not in free}
+        mine = {k: v for k, v in cfg.to_dict().items() if k not in free}
         if saved != mine:
             raise ValueError(f"{ckpt_path} was made with a different config; use a fresh --out or delete it")
         model.load_state_dict(ckpt["model"])
