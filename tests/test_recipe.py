@@ -65,6 +65,16 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     log = [json.loads(line) for line in (recipe_dir / "grpo" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2]
 
+    # The model card quotes the command, holds the stage table and shows the pictures it made.
+    card = (recipe_dir / "MODEL_CARD.md").read_text()
+    assert f"simplear recipe shapes --out {recipe_dir} --smoke" in card and "| grpo |" in card
+    assert "samples/stages.png" in card and (recipe_dir / "samples" / "stages.png").is_file()
+    from PIL import Image
+
+    picture = Image.open(recipe_dir / "samples" / "stages.png")
+    assert picture.height == 24 + 6 * 64  # a label row + one row per grid prompt at the SFT size
+    assert (recipe_dir / "grpo" / "curves.png").is_file() and "grpo/curves.png" in card
+
     # An interrupted GRPO stage (no marker, checkpoints on disk) resumes from its checkpoint.
     (recipe_dir / "stages" / "grpo.json").unlink()
     assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
@@ -111,3 +121,21 @@ def test_geneval_table_means_over_tags_and_splits_held_out_pairs():
     assert not is_heldout({"include": [{"class": "star", "color": "red", "count": 1}]}, pairs)
     assert is_heldout({"heldout": True, "include": []}, set())
     assert spread(list(range(10)), 3) == [0, 3, 6] and spread([1, 2], 0) == [1, 2]
+
+
+def test_ship_bundle_copies_the_final_bundle_and_card_and_enforces_the_size_limit(recipe_dir, tmp_path):
+    from simplear.bundle import load_bundle
+    from simplear.train.model_card import ship_bundle, write_model_card
+
+    write_model_card(recipe_dir, "simplear recipe shapes --smoke")
+    assets, docs = tmp_path / "assets" / "default", tmp_path / "docs"
+    with pytest.raises(ValueError, match="over the"):
+        ship_bundle(recipe_dir, assets, docs, max_bytes=1000)
+    assert not assets.exists()  # nothing half-copied
+    info = ship_bundle(recipe_dir, assets, docs)
+    assert info["bytes"] > 1000 and (assets / "README.md").is_file()
+    card = (docs / "default-model.md").read_text()
+    assert "](images/default-model/samples-stages.png)" in card
+    assert (docs / "images" / "default-model" / "samples-stages.png").is_file()
+    bundle = load_bundle(assets, device="cpu")  # the shipped copy loads on its own
+    assert bundle.config.image_size == 64

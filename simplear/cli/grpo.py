@@ -33,7 +33,12 @@ def _recipe(args: argparse.Namespace) -> int:
                                  ("eval_images_per_prompt", args.images_per_prompt)) if v is not None}
     if args.grpo_steps is not None:
         changes["grpo_overrides"] = {**(config.grpo_overrides or grpo_defaults()), "steps": args.grpo_steps}
-    run_recipe(dataclasses.replace(config, **changes))
+    flags = [("--smoke", args.smoke or None), ("--device", args.device), ("--seed", args.seed),
+             ("--eval-prompts", args.eval_prompts), ("--images-per-prompt", args.images_per_prompt),
+             ("--grpo-steps", args.grpo_steps)]
+    command = " ".join([f"simplear recipe {args.name} --out {args.out}"]
+                       + [flag if value is True else f"{flag} {value}" for flag, value in flags if value is not None])
+    run_recipe(dataclasses.replace(config, **changes), command=command)
     return 0
 
 

@@ -327,8 +327,12 @@ def _target_line(t: dict) -> str:
 # ---- the driver ------------------------------------------------------------------------------
 
 
-def run_recipe(cfg: RecipeConfig, log: Callable[[str], None] = print) -> dict:
-    """Run (or continue) every stage up to `cfg.until`; returns {stage: marker dict}."""
+def run_recipe(cfg: RecipeConfig, log: Callable[[str], None] = print, command: str | None = None) -> dict:
+    """Run (or continue) every stage up to `cfg.until`; returns {stage: marker dict}.
+
+    Ends by writing the model card (`DIR/MODEL_CARD.md`, see `model_card`); `command` is the
+    command line it quotes (default: the plain `simplear recipe shapes --out DIR`).
+    """
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     saved = root / "recipe.json"
@@ -373,4 +377,8 @@ def run_recipe(cfg: RecipeConfig, log: Callable[[str], None] = print) -> dict:
     atomic_write_json(root / "stages.json", {"stages": rows, "targets": targets})
     atomic_write_text(root / "stages.md", markdown)
     log(markdown)
+    from simplear.train.model_card import write_model_card
+
+    card = write_model_card(root, command or f"simplear recipe shapes --out {cfg.out}")
+    log(f"recipe: model card {card}")
     return results
