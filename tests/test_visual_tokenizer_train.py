@@ -130,6 +130,28 @@ def test_init_from_starts_from_saved_weights(tmp_path):
                                              **{**small, "levels": (5, 5)}))
 
 
+def test_freeze_encoder_trains_the_decoder_and_keeps_every_code(tmp_path):
+    from simplear.visual_tokenizers import FSQAutoencoder
+
+    arch = {k: TINY[k] for k in ("levels", "downsample", "channels", "res_blocks")}
+    torch.manual_seed(6)
+    FSQAutoencoder(FSQAutoencoderConfig(**arch)).save_pretrained(tmp_path / "start")
+    small = {**TINY, "resolutions": (32,), "eval_images": 2}
+    cfg = TokenizerTrainConfig(out=str(tmp_path / "ft"), steps=3, init_from=str(tmp_path / "start"),
+                               freeze_encoder=True, **small)
+    train_tokenizer(cfg, log=lambda *_: None)
+    start, tuned = load_visual_tokenizer(tmp_path / "start"), load_visual_tokenizer(tmp_path / "ft")
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        assert torch.equal(start.encode(images), tuned.encode(images))  # same codes: old shards stay valid
+    assert all(torch.equal(a, b) for a, b in zip(start.encoder.state_dict().values(),
+                                                 tuned.encoder.state_dict().values()))
+    assert any(not torch.equal(a, b) for a, b in zip(start.decoder.state_dict().values(),
+                                                     tuned.decoder.state_dict().values()))
+    with pytest.raises(ValueError, match="needs init_from"):
+        TokenizerTrainConfig(freeze_encoder=True)
+
+
 def test_gradient_difference_punishes_a_blunted_tip_more_than_a_flat_shift():
     from simplear.train.tokenizer import gradient_difference
 

@@ -37,6 +37,7 @@ def _train_tokenizer(args) -> int:
         warmup=args.warmup,
         edge_weight=args.edge_weight,
         init_from=args.init_from,
+        freeze_encoder=args.freeze_encoder or None,
         seed=args.seed,
         device=args.device,
         eval_images=args.eval_images,
@@ -106,6 +107,8 @@ def register(top, groups) -> None:
     p.add_argument("--warmup", type=int, help="linear warm-up steps")
     p.add_argument("--edge-weight", type=float, help="extra loss weight on pixels near colour edges")
     p.add_argument("--init-from", help="start from this tokenizer folder's weights (fine-tuning)")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="with --init-from: train the decoder only, so the codes (and shards, models) stay valid")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
     p.add_argument("--eval-images", type=int)

@@ -62,6 +62,9 @@ class TokenizerTrainConfig:
     seed: int = 0
     device: str | None = None
     init_from: str | None = None  # start from this tokenizer folder's weights (same architecture)
+    # Train the decoder only: the encoder (so every code it produces) stays exactly as init_from
+    # made it, so token shards and AR models made with that tokenizer stay valid with the result.
+    freeze_encoder: bool = False
 
     def __post_init__(self):
         for name in ("levels", "channels", "res_blocks", "resolutions"):
@@ -71,6 +74,8 @@ class TokenizerTrainConfig:
         for r in self.resolutions:
             if r % self.downsample:
                 raise ValueError(f"resolution {r} is not divisible by downsample {self.downsample}")
+        if self.freeze_encoder and not self.init_from:
+            raise ValueError("freeze_encoder needs init_from: a random frozen encoder makes meaningless codes")
         if self.crop and (self.crop % self.downsample or self.crop > min(self.resolutions)):
             raise ValueError(f"crop {self.crop} must divide by {self.downsample} and be <= every resolution")
         self.model_config()  # validate the architecture early
@@ -220,8 +225,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig, log=print) -> dict:
     seed_everything(cfg.seed)
     source = make_image_source(cfg.data, max_images=cfg.max_images)
     model = FSQAutoencoder(cfg.model_config()).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    if cfg.freeze_encoder:
+        model.encoder.requires_grad_(False)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trainable if p.dim() > 1]
+    no_decay = [p for n, p in trainable if p.dim() <= 1]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
