@@ -62,3 +62,13 @@ def test_missing_model_folder_exits_2(tmp_path, capsys):
     assert run_cli("generate", "a red circle", "--out", tmp_path / "o", "--model", tmp_path / "nope",
                    "--device", "cpu") == 2
     assert "simplear: error:" in capsys.readouterr().err
+
+
+def test_without_out_each_run_gets_a_fresh_folder(bundle_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert run_cli("generate", "a red circle", "--model", bundle_dir, "--device", "cpu") == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[0].startswith("outputs/0001/") and printed[1].startswith("outputs/0002/")
+    assert (tmp_path / "outputs" / "0001" / "generate.json").is_file()
+    assert (tmp_path / "outputs" / "0002" / "generate.json").is_file()  # the first run is kept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def register(top, groups) -> None:
@@ -13,7 +14,8 @@ def register(top, groups) -> None:
         "Settings left out take the model bundle's defaults.",
     )
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="text prompt(s); quote each one")
-    p.add_argument("--out", required=True, help="output folder for PNGs and generate.json")
+    p.add_argument("--out", default=None,
+                   help="output folder for PNGs and generate.json (default: a new ./outputs/NNNN per run)")
     p.add_argument("--model", default=None, help="model bundle folder, hub id or released SimpleAR folder")
     p.add_argument("--visual-tokenizer", default=None, help="visual tokenizer folder (needed for released SimpleAR)")
     p.add_argument("--negative-prompt", default=None, help="text for the unconditional CFG branch")
@@ -32,6 +34,11 @@ def register(top, groups) -> None:
     p.set_defaults(func=_run)
 
 
+def _next_free(parent: Path) -> Path:
+    taken = [int(p.name) for p in parent.glob("[0-9][0-9][0-9][0-9]") if p.name.isdigit()] if parent.is_dir() else []
+    return parent / f"{max(taken, default=0) + 1:04d}"
+
+
 def _run(args) -> int:
     import json
 
@@ -39,6 +46,8 @@ def _run(args) -> int:
 
     from simplear.pipeline import GenerateConfig, generate_files
 
+    if args.out is None:  # a fresh folder per run, so a second run never overwrites the first
+        args.out = str(_next_free(Path("outputs")))
     config = GenerateConfig(
         prompts=tuple(args.prompts), out=args.out, model=args.model, visual_tokenizer=args.visual_tokenizer,
         negative_prompt=args.negative_prompt, num_images=args.num_images, image_size=args.image_size,
