@@ -22,6 +22,8 @@ def test_geneval_layout_on_the_real_metadata(shared_dir, tmp_path, pipe):
     raw = prompts.read_text().splitlines()
     summary = export_geneval(pipe, prompts, tmp_path / "a", ExportConfig(images_per_prompt=2, batch_size=3, limit=5))
     assert summary["prompts"] == 5 and summary["generated_prompts"] == 5
+    made = summary["sampling"]  # plain AR: one image token per forward pass
+    assert made["images"] == 10 and made["tokens_per_forward"] == 1.0 and made["seconds_per_image"] > 0
     folders = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert folders == ["00000", "00001", "00002", "00003", "00004"]
     for i, name in enumerate(folders):
@@ -37,6 +39,14 @@ def test_geneval_layout_on_the_real_metadata(shared_dir, tmp_path, pipe):
         for s in ("0000.png", "0001.png"):
             a = (tmp_path / "a" / name / "samples" / s).read_bytes()
             assert a == (tmp_path / "b" / name / "samples" / s).read_bytes()
+
+
+def test_geneval_reports_jacobi_tokens_per_forward_pass(tmp_path, pipe):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "a photo of a red circle", "tag": "single_object"}) + "\n")
+    summary = export_geneval(pipe, prompts, tmp_path / "j", ExportConfig(images_per_prompt=2, sampler="jacobi"))
+    made = summary["sampling"]
+    assert made["images"] == 2 and made["tokens_per_forward"] >= 1.0
 
 
 def test_geneval_resumes_and_refuses_a_different_export(tmp_path):

@@ -18,7 +18,9 @@ def _sampling_args(p) -> None:
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--sampler", default="ar", help="ar (reference), fast, jacobi")
+    p.add_argument("--sampler", default="ar", choices=("ar", "fast", "reference", "jacobi"),
+                   help="ar / fast: the fast engine (default); reference: the plain KV-cached sampler; "
+                        "jacobi: speculative Jacobi decoding")
 
 
 def register(top, groups) -> None:
@@ -69,6 +71,10 @@ def _geneval(args) -> int:
     summary = export_geneval(_pipeline(args), args.prompts, args.out, config, progress=_progress)
     print(f"wrote GenEval layout: {summary['out']} ({summary['prompts']} prompts x "
           f"{summary['images_per_prompt']} images; {summary['skipped_prompts']} already done)")
+    made = summary["sampling"]
+    if made.get("tokens_per_forward"):
+        print(f"sampling ({args.sampler}, {made['images']} new images): {made['tokens_per_forward']:.2f} image "
+              f"tokens per forward pass, {made['seconds_per_image']:.3f} s per image")
     scorable, why = shapes_prompts(args.prompts)
     if not scorable:
         print("not scored: these prompts are outside ShapesWorld's vocabulary, so scoring needs GenEval's "

@@ -98,7 +98,8 @@ def image_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     return int(np.random.SeedSequence([seed, prompt_index, sample_index]).generate_state(1, np.uint32)[0])
 
 
-def _generate(pipeline, prompts: list[str], seeds: list[int], config: ExportConfig) -> list:
+def _generate(pipeline, prompts: list[str], seeds: list[int], config: ExportConfig,
+              totals: dict | None = None) -> list:
     out = pipeline(
         prompts, num_images=1, image_size=config.image_size, cfg_scale=config.cfg_scale,
         temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=seeds,
@@ -107,11 +108,29 @@ def _generate(pipeline, prompts: list[str], seeds: list[int], config: ExportConf
     images = list(out.images)
     if len(images) != len(prompts):
         raise RuntimeError(f"pipeline returned {len(images)} images for {len(prompts)} prompts")
+    if totals is not None:
+        stats = getattr(out, "stats", None) or {}
+        for key in ("tokens", "forward_passes", "sampling_seconds"):
+            if key in stats:
+                totals[key] = totals.get(key, 0) + stats[key]
+        totals["images"] = totals.get("images", 0) + len(images)
     return images
 
 
+def sampling_summary(totals: dict) -> dict:
+    """Image tokens per forward pass of the decoding loop (a batch's pass counting once) and
+    seconds per image, over every sampler call of an export."""
+    out = {"images": totals.get("images", 0)}
+    if totals.get("forward_passes"):
+        out["tokens_per_forward"] = totals["tokens"] / totals["forward_passes"]
+    if "sampling_seconds" in totals and out["images"]:
+        out["seconds_per_image"] = totals["sampling_seconds"] / out["images"]
+    return out
+
+
 def _generate_all(pipeline, todo: list[tuple[int, str]], config: ExportConfig,
-                  emit: Callable[[int, list], None], progress: Callable[[int, int], None] | None) -> None:
+                  emit: Callable[[int, list], None], progress: Callable[[int, int], None] | None,
+                  totals: dict | None = None) -> None:
     """Generate K images for each (index, prompt) in `todo`, `batch_size` images per call, and
     hand each prompt's K images to `emit` as soon as they are all made."""
     k = config.images_per_prompt
@@ -120,7 +139,7 @@ def _generate_all(pipeline, todo: list[tuple[int, str]], config: ExportConfig,
     for start in range(0, len(jobs), config.batch_size):
         chunk = jobs[start : start + config.batch_size]
         images = _generate(pipeline, [p for _, p, _ in chunk],
-                           [image_seed(config.seed, i, s) for i, _, s in chunk], config)
+                           [image_seed(config.seed, i, s) for i, _, s in chunk], config, totals)
         for (i, _, _), image in zip(chunk, images):
             pending.setdefault(i, []).append(image)
             if len(pending[i]) == k:
@@ -162,9 +181,11 @@ def export_geneval(pipeline, prompts_path: str | os.PathLike, out_dir: str | os.
                 image.save(tmp / "samples" / f"{s:04d}.png")
             make_grid(images).save(tmp / "grid.png")
 
-    _generate_all(pipeline, todo, config, emit, progress)
+    totals: dict = {}
+    _generate_all(pipeline, todo, config, emit, progress, totals)
     return {"out": str(out), "prompts": len(lines), "images_per_prompt": k,
-            "generated_prompts": len(todo), "skipped_prompts": len(lines) - len(todo)}
+            "generated_prompts": len(todo), "skipped_prompts": len(lines) - len(todo),
+            "sampling": sampling_summary(totals)}
 
 
 def make_grid(images: list, columns: int | None = None):
