@@ -20,3 +20,13 @@ def test_bench_serving_verb_takes_the_benchmark_flags():
 
     args = build_parser().parse_args(["bench", "serving", "--levels", "1", "8", "--requests", "3"])
     assert args.levels == [1, 8] and args.requests == 3 and args.func.__name__ == "_run_serving"
+
+
+def test_keep_freed_memory_applies_on_glibc():
+    import platform
+
+    from simplear.utils import keep_freed_memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is expected
+    assert keep_freed_memory() is expected  # idempotent: the CLI may call it more than once

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from simplear.utils import keep_freed_memory
+
+    keep_freed_memory()  # CPU training and sampling free and re-allocate large tensors every step
     try:
         result = args.func(args)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
