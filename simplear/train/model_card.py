@@ -47,8 +47,8 @@ def stage_picture(root: str | Path, prompts: tuple[str, ...], images_per_prompt:
     for row, prompt in enumerate(prompts):
         draw.text((6, head_h + row * cell + cell // 2 - 6), prompt, fill="black")
     out = root / "samples" / "stages.png"
-    with atomic_path(out) as tmp:
-        sheet.save(tmp, format="PNG", optimize=True)
+    with atomic_path(out) as tmp:  # a 256-colour palette keeps the picture small enough for git
+        sheet.quantize(256, dither=Image.Dither.NONE).save(tmp, format="PNG", optimize=True)
     return out
 
 
@@ -97,7 +97,9 @@ def write_model_card(root: str | Path, command: str) -> Path:
                  + _table(timing, [("stage", "stage"), ("seconds", "seconds")]) + "\n")
     if bundle_json:
         s = bundle_json.get("sampling", {})
-        parts.append("## Sampling defaults (stored in `simplear.json`, used for every figure above)\n\n"
+        parts.append("## Sampling defaults (stored in `simplear.json`)\n\n"
+                     "Used for the SFT and GRPO evaluations and GRPO's rollouts; the pretraining stage was "
+                     "judged with its own bundle's defaults (the trainer's CFG 3.0, temperature 1.0).\n\n"
                      f"CFG scale {s.get('cfg_scale')}, temperature {s.get('temperature')}, "
                      f"top-k {s.get('top_k') or 'off'}, top-p {s.get('top_p') or 'off'}; "
                      f"image size {bundle_json.get('image_size')} px.\n\n")
@@ -109,9 +111,16 @@ def write_model_card(root: str | Path, command: str) -> Path:
                      "(1 image each, other seeds); GRPO then optimised exactly this guided distribution:\n\n"
                      + _table(rows, [("CFG scale", "cfg"), ("temperature", "t"), ("overall", "overall"),
                                      ("partial credit", "partial")]) + "\n")
-    grpo_cfg = stages.get("grpo", {}).get("summary")
-    if grpo_cfg:
-        parts.append("## GRPO\n\n" + "```\n" + json.dumps(grpo_cfg, indent=1) + "\n```\n\n")
+    if (root / "grpo" / "config.json").is_file():
+        settings = json.loads((root / "grpo" / "config.json").read_text())
+        keys = ("steps", "prompts_per_step", "group_size", "passes", "lr", "beta", "clip_eps", "reward",
+                "sampling", "eval_every", "eval_num_prompts")
+        last = stages.get("grpo", {}).get("summary", {})
+        parts.append("## GRPO\n\nSettings (`grpo/config.json`):\n\n```\n"
+                     + json.dumps({k: settings[k] for k in keys if k in settings}, indent=1) + "\n```\n\n")
+        if last:
+            parts.append(f"Last step: reward mean {last.get('reward_mean', 0):.3f}, KL {last.get('kl', 0):.3f}, "
+                         f"clip fraction {last.get('clip_fraction', 0):.3f}, {last.get('seconds', 0):.1f} s.\n\n")
     parts.append("## Samples\n\nThe same prompts and seeds after each stage (`samples/stages.png`):\n\n"
                  "![samples after each stage](samples/stages.png)\n\n")
     if curves is not None:
