@@ -65,8 +65,7 @@ def write_model_card(root: str | Path, command: str) -> Path:
 
     root = Path(root)
     stages = {p.stem: json.loads(p.read_text()) for p in sorted((root / "stages").glob("*.json"))}
-    summary = json.loads((root / "stages.json").read_text())
-    table = (root / "stages.md").read_text()
+    table = (root / "stages.md").read_text()  # the stage table and the targets, met or not
     final = next((n for n in ("grpo", "sft", "pretrain") if n in stages), None)
     bundle_json = json.loads((root / final / "bundle" / "simplear.json").read_text()) if final else {}
     stage_picture(root, GRID_PROMPTS)
@@ -88,7 +87,7 @@ def write_model_card(root: str | Path, command: str) -> Path:
     recipe = json.loads((root / "recipe.json").read_text())
     parts.append(f"Resolutions: pretraining {recipe['low_resolution']} px, SFT / GRPO / evaluation "
                  f"{recipe['high_resolution']} px. Device: {recipe.get('device') or 'auto'}.\n\n")
-    parts.append("## Stage table\n\n" + table + "\n")
+    parts.append("## Stage table and targets\n\n" + table + "\n")
     timing = [{"stage": n, "seconds": round(s["seconds"]) if "seconds" in s else "–"}
               for n, s in stages.items()]
     order = {n: i for i, n in enumerate(("data", "tokenizer", "tokens", "pretrain", "sft", "grpo"))}
@@ -126,9 +125,6 @@ def write_model_card(root: str | Path, command: str) -> Path:
     if curves is not None:
         parts.append("GRPO reward and judge score over steps (`grpo/curves.png`):\n\n"
                      "![GRPO curves](grpo/curves.png)\n\n")
-    parts.append("## Targets\n\n" + "".join(
-        f"- {t['target']}: {'not run' if t['value'] is None else _down(t['value'])} "
-        f"({'–' if t['met'] is None else 'met' if t['met'] else 'NOT met'})\n" for t in summary["targets"]))
     out = root / CARD_FILE
     atomic_write_text(out, "".join(parts))
     return out
