@@ -18,9 +18,25 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+    # Read without changing it where the kernel tells it (os.umask can only be read by setting it).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_sibling(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp makes the file private (0600); the result should get the mode any new file gets.
+    os.chmod(tmp, 0o666 & ~_umask())
     return Path(tmp)
 
 
@@ -72,6 +88,7 @@ def atomic_dir(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700), like _tmp_sibling's files
     try:
         yield tmp
         if path.exists():

@@ -1,0 +1,41 @@
+"""Atomic writes: the result appears whole or not at all, with the mode any new file would get."""
+
+import os
+import stat
+
+import pytest
+
+from simplear.utils import atomic_dir, atomic_path, atomic_write_text
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield 0o027
+    os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_files_and_folders_get_the_umask_mode_not_private(tmp_path, umask_027):
+    atomic_write_text(tmp_path / "a.json", "{}")
+    with atomic_path(tmp_path / "b.bin") as tmp:
+        tmp.write_bytes(b"x")
+    with atomic_dir(tmp_path / "folder") as tmp:
+        (tmp / "inside.txt").write_text("y")
+    assert mode(tmp_path / "a.json") == 0o640 and mode(tmp_path / "b.bin") == 0o640
+    assert mode(tmp_path / "folder") == 0o750
+
+
+def test_a_failed_write_leaves_neither_result_nor_temporary(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "out.png") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "run") as tmp:
+            (tmp / "part").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert list(tmp_path.iterdir()) == []
