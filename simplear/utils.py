@@ -104,15 +104,17 @@ def atomic_dir(path: str | os.PathLike):
         raise
 
 
-def iter_jsonl(path: str | os.PathLike):
-    """Yield (line number, object) for each non-blank line of a JSONL file.
+def iter_jsonl(path: str | os.PathLike, what: str = "", with_text: bool = False):
+    """Yield (line number, object) for each non-blank line of a JSONL file; with `with_text`,
+    (line number, object, the line's stripped text), for readers that keep lines verbatim.
 
-    Errors name the file and the line: a missing file, a line that is not JSON, or a line that
-    is not a JSON object. Every JSONL reader of the project goes through here.
+    Errors name the file and the line: a missing file (called `what` in the message, e.g.
+    "prompt file"), a line that is not JSON, or a line that is not a JSON object. Every JSONL
+    reader of the project goes through here.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise FileNotFoundError(f"{what + ' ' if what else ''}{path} does not exist")
     with open(path, encoding="utf-8") as f:
         for lineno, text in enumerate(f, start=1):
             if not text.strip():
@@ -123,7 +125,7 @@ def iter_jsonl(path: str | os.PathLike):
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(item, dict):
                 raise ValueError(f"{path}:{lineno}: each line must be a JSON object, got {type(item).__name__}")
-            yield lineno, item
+            yield (lineno, item, text.strip()) if with_text else (lineno, item)
 
 
 def pick_device(device: str | None = None):

@@ -15,7 +15,6 @@ prompts are scored by `simplear.eval.score` (the CLI does that when it can).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simplear.utils import atomic_dir, atomic_path
+from simplear.utils import atomic_dir, atomic_path, iter_jsonl
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -70,24 +69,14 @@ class PromptLine:
 def read_prompt_file(path: str | os.PathLike, required: tuple[str, ...] = ("prompt",)) -> list[PromptLine]:
     """Read a JSONL prompt file (one object a line with a string `prompt`), keeping each raw line."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} does not exist")
     lines = []
-    for lineno, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}:{lineno}: each line must be a JSON object, got {type(data).__name__}")
+    for lineno, data, text in iter_jsonl(path, what="prompt file", with_text=True):
         for key in required:
             if key not in data:
                 raise ValueError(f"{path}:{lineno}: missing the key {key!r}")
         if not isinstance(data["prompt"], str) or not data["prompt"].strip():
             raise ValueError(f"{path}:{lineno}: 'prompt' must be a non-empty string")
-        lines.append(PromptLine(raw=text.strip(), data=data))
+        lines.append(PromptLine(raw=text, data=data))
     if not lines:
         raise ValueError(f"{path} holds no prompts")
     return lines
