@@ -159,12 +159,15 @@ def keep_freed_memory() -> bool:
     docs/benchmarks.md). Keeping allocations up to 32 MiB on the heap and never trimming it
     removes that; the cost is that the process keeps its peak memory. Same as setting
     MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ / MALLOC_TOP_PAD_. Called by the CLI, never
-    on import; a no-op (returns False) where the C library is not glibc.
+    on import; a no-op (returns False) where the C library is not glibc, or when the environment
+    sets SIMPLEAR_KEEP_FREED_MEMORY=0 (to compare, or to keep a long-lived process's memory low).
     """
     import ctypes
     import ctypes.util
     import platform
 
+    if os.environ.get("SIMPLEAR_KEEP_FREED_MEMORY", "1") == "0":
+        return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:

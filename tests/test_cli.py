@@ -30,3 +30,10 @@ def test_keep_freed_memory_applies_on_glibc():
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is expected
     assert keep_freed_memory() is expected  # idempotent: the CLI may call it more than once
+
+
+def test_keep_freed_memory_can_be_switched_off(monkeypatch):
+    from simplear.utils import keep_freed_memory
+
+    monkeypatch.setenv("SIMPLEAR_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False
