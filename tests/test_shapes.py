@@ -237,6 +237,42 @@ def test_bad_metadata_is_a_clear_error(meta, match):
         scene_from_metadata(meta, 0)
 
 
+def test_flat_and_plain_backgrounds_are_one_tone_inside_the_limits():
+    tones = set()
+    for seed in range(20):
+        for style in ("flat", "plain"):
+            img = render_array(Scene((), sample_background(seed, style)), 32).astype(float)
+            assert img.std(axis=(0, 1)).max() == 0.0  # one colour, no texture or grain
+            level, chroma = img[0, 0].mean(), img[0, 0].max() - img[0, 0].min()
+            assert BACKGROUND_LEVEL_RANGE[0] <= level <= BACKGROUND_LEVEL_RANGE[1] and chroma <= BACKGROUND_MAX_CHROMA
+            tones.add((style, tuple(img[0, 0])))
+    assert len([t for t in tones if t[0] == "plain"]) == 1 and len([t for t in tones if t[0] == "flat"]) == 20
+    scene = sample_scene(3, ShapesConfig(background="flat"))
+    assert scene.background.grain == 0.0 and scene.background.texture_amp == 0.0
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_grid_scenes_put_every_box_on_the_grid_and_still_satisfy_their_metadata(tag):
+    config = ShapesConfig(grid=16, background="plain")
+    rng = np.random.default_rng(10 + TAGS.index(tag))
+    for _ in range(30):
+        scene = sample_scene(rng, config, tag=tag)
+        for obj in scene.objects:
+            x0, y0, x1, y1 = obj.box(128)
+            assert x0 % 8 == 0 and y0 % 8 == 0 and x1 % 8 == 0 and y1 % 8 == 0, obj
+            assert 8 <= x0 and x1 <= 120 and 8 <= y0 and y1 <= 120  # margin 0.03 -> one whole cell
+            assert x1 - x0 in (24, 32, 40)  # sizes 0.17-0.32 -> 3, 4 or 5 cells
+        for clause in scene.metadata["include"]:
+            assert _count(scene, clause["class"], clause.get("color")) == clause["count"]
+        boxes = [o.box(128) for o in scene.objects]
+        for a, b in itertools.combinations(boxes, 2):
+            assert max(a[0] - b[2], b[0] - a[2], a[1] - b[3], b[1] - a[3]) >= 8  # a whole free cell
+        for i, clause in enumerate(scene.metadata["include"]):
+            if "position" in clause:
+                rel, ref = clause["position"]
+                assert relation_holds(boxes[i], boxes[ref], rel, 0.15)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="heldout colour"):
         ShapesConfig(heldout=(("teal", "star"),))
@@ -244,4 +280,12 @@ def test_config_validation():
         ShapesConfig(min_size=0.05)
     with pytest.raises(ValueError, match="rng"):
         sample_scene("seed")
+    with pytest.raises(ValueError, match="background must be one of"):
+        ShapesConfig(background="noisy")
+    with pytest.raises(ValueError, match="background style"):
+        sample_background(0, "noisy")
+    with pytest.raises(ValueError, match="grid"):
+        ShapesConfig(grid=2)
+    with pytest.raises(ValueError, match="no whole cell count"):
+        ShapesConfig(grid=4, min_size=0.3, max_size=0.45)
     assert sw.article("orange") == "an" and sw.article("red") == "a"

@@ -130,3 +130,16 @@ def test_scene_metadata_matches_geneval_schema():
 def test_captions_are_deterministic():
     scene = sample_scene(11)
     assert scene_captions(scene, 4) == scene_captions(scene, 4)
+
+
+def test_long_captions_name_the_background_style():
+    from simplear.data.shapes import ShapesConfig
+
+    def long(style):
+        return scene_captions(sample_scene(3, ShapesConfig(background=style)), 0)[1]
+
+    assert "plain background" in long("plain") and "mid-grey" in long("plain")
+    assert "plain background" in long("flat")
+    textured = [scene_captions(sample_scene(s), 0)[1] for s in range(10)]
+    assert not any("plain" in c for c in textured)
+    assert any("textured background" in c or "gradient background" in c for c in textured)

@@ -110,7 +110,12 @@ def _background_words(scene: Scene) -> str:
     b = np.asarray(scene.background.color_b)
     level = float((a.mean() + b.mean()) / 2)
     tone = "dark" if level < 118 else "light" if level > 148 else "mid"
-    kind = "gradient" if np.abs(a - b).max() > 20 else "textured"
+    if np.abs(a - b).max() > 20:
+        kind = "gradient"
+    elif scene.background.texture_amp == 0 and scene.background.grain == 0 and np.array_equal(a, b):
+        kind = "plain"  # the flat and plain styles: one tone, no texture
+    else:
+        kind = "textured"
     return f"a muted {tone}-grey {kind} background"
 
 

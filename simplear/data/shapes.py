@@ -64,6 +64,9 @@ BACKGROUND_MAX_CHROMA = 30.0
 # are drawn inside the level range shrunk by it, so the limits above hold by construction.
 BACKGROUND_MAX_NOISE = 12.0
 
+BACKGROUND_STYLES = ("textured", "flat", "plain")
+PLAIN_BACKGROUND = (128.0, 128.0, 128.0)  # mid grey: level 128, chroma 0
+
 # Geometry limits (fractions of the image side). MIN_OBJECT_SIZE keeps objects >= 10 px at 64 px.
 MIN_OBJECT_SIZE = 10.0 / 64.0
 # GenEval's position rule (see ../shared/benchmarks/README.md): centre offsets shrink by this
@@ -356,6 +359,15 @@ class ShapesConfig:
     margin: float = 0.03  # empty space between a box and the image border
     position_margin: float = 0.25  # demanded beyond GenEval's 0.5 normalised-offset threshold
     same_color_prob: float = 0.5  # uncoloured multi-object clauses share one colour this often
+    # "textured": a gradient with texture and grain (the suite's ground truth); "flat": one
+    # random tone per image; "plain": the same mid grey in every image. Flat and plain scenes
+    # spend no model capacity on background noise; all stay inside the BACKGROUND_* limits the
+    # judge relies on.
+    background: str = "textured"
+    # 0: boxes anywhere. N > 0: every box's sides and position are whole cells of an N x N grid
+    # (at 128 px with an 8x tokenizer, grid 16 puts every box edge on a token boundary, so a
+    # shape of one class, size and colour is always the same token pattern).
+    grid: int = 0
 
     def __post_init__(self):
         heldout = tuple((str(c), str(k)) for c, k in self.heldout)
@@ -379,6 +391,14 @@ class ShapesConfig:
                 f"need {MIN_OBJECT_SIZE:.4f} <= min_size <= max_size <= 0.6, "
                 f"got {self.min_size}, {self.max_size}"
             )
+
+        if not isinstance(self.grid, int) or not (self.grid == 0 or 4 <= self.grid <= 256):
+            raise ValueError(f"grid must be 0 (off) or an integer in 4..256, got {self.grid!r}")
+        if self.grid and math.ceil(self.min_size * self.grid - 1e-9) > math.floor(self.max_size * self.grid + 1e-9):
+            raise ValueError(f"grid {self.grid} has no whole cell count between min_size {self.min_size} "
+                             f"and max_size {self.max_size}; use a finer grid or a wider size range")
+        if self.background not in BACKGROUND_STYLES:
+            raise ValueError(f"background must be one of {', '.join(BACKGROUND_STYLES)}, got {self.background!r}")
 
     def colors_for(self, cls: str) -> tuple[str, ...]:
         """The colours `cls` may take in sampled (training) scenes."""
@@ -462,8 +482,16 @@ def validate_metadata(metadata: dict, *, max_objects: int | None = MAX_OBJECTS) 
     return result
 
 
-def sample_background(rng) -> Background:
-    """A random background inside the BACKGROUND_* limits (by construction, see the constants)."""
+def sample_background(rng, style: str = "textured") -> Background:
+    """A random background inside the BACKGROUND_* limits (by construction, see the constants).
+
+    `style` "textured": a gradient with texture and grain; "flat": one random tone, no noise;
+    "plain": PLAIN_BACKGROUND (draws nothing from `rng`).
+    """
+    if style not in BACKGROUND_STYLES:
+        raise ValueError(f"background style must be one of {', '.join(BACKGROUND_STYLES)}, got {style!r}")
+    if style == "plain":
+        return Background(color_a=PLAIN_BACKGROUND, color_b=PLAIN_BACKGROUND, texture_amp=0.0, grain=0.0)
     rng = _as_rng(rng)
     lo = BACKGROUND_LEVEL_RANGE[0] + BACKGROUND_MAX_NOISE
     hi = BACKGROUND_LEVEL_RANGE[1] - BACKGROUND_MAX_NOISE
@@ -477,6 +505,8 @@ def sample_background(rng) -> Background:
     hue = rng.uniform(0, 2 * math.pi)
     level = rng.uniform(lo, hi)
     color_a = tone(level, hue)
+    if style == "flat":
+        return Background(color_a=color_a, color_b=color_a, texture_amp=0.0, grain=0.0)
     # Half the time a two-hue gradient, otherwise a gentle one in one hue.
     hue_b = rng.uniform(0, 2 * math.pi) if rng.random() < 0.5 else hue
     color_b = tone(float(np.clip(level + rng.uniform(-40, 40), lo, hi)), hue_b)
@@ -553,6 +583,24 @@ def _axis_range(lo: float, hi: float, side: str | None) -> tuple[float, float]:
     return lo, hi
 
 
+def _snap_size(size: float, config: ShapesConfig) -> float:
+    """`size` rounded to whole grid cells, kept inside [min_size, max_size]."""
+    n = config.grid
+    lo = math.ceil(config.min_size * n - 1e-9)
+    hi = max(lo, math.floor(config.max_size * n + 1e-9))
+    return min(max(round(size * n), lo), hi) / n
+
+
+def _snap_centre(centre: float, size: float, config: ShapesConfig) -> float:
+    """The centre whose box (side `size`, whole cells) starts on the grid line nearest to the
+    box `centre` asks for, kept at least `margin` (rounded up to whole cells) from the border."""
+    n = config.grid
+    cells = round(size * n)
+    edge = math.ceil(config.margin * n - 1e-9)
+    start = min(max(round((centre - size / 2) * n), edge), max(edge, n - edge - cells))
+    return (start + cells / 2) / n
+
+
 def _place(specs, constraints, rng, config: ShapesConfig) -> list[SceneObject]:
     """Rejection-sample non-overlapping boxes that satisfy every relation with margin."""
     n = len(specs)
@@ -572,8 +620,13 @@ def _place(specs, constraints, rng, config: ShapesConfig) -> list[SceneObject]:
             lo, hi = config.margin + s / 2, 1 - config.margin - s / 2
             xr = _axis_range(lo, hi, biases[i].get("x"))
             yr = _axis_range(lo, hi, biases[i].get("y"))
+            if config.grid:
+                s = _snap_size(s, config)
+                lo, hi = config.margin + s / 2, 1 - config.margin - s / 2
             for _ in range(40):
                 cx, cy = float(rng.uniform(*xr)), float(rng.uniform(*yr))
+                if config.grid:
+                    cx, cy = _snap_centre(cx, s, config), _snap_centre(cy, s, config)
                 if all(
                     max(abs(cx - ox), abs(cy - oy)) - (s + os_) / 2 >= config.gap for ox, oy, os_ in boxes
                 ):
@@ -624,7 +677,8 @@ def scene_from_metadata(metadata: dict, rng, config: ShapesConfig = ShapesConfig
         for b in first_of[clause["position"][1]]
     ]
     objects = _place(specs, constraints, rng, config)
-    return Scene(objects=tuple(objects), background=sample_background(rng), metadata=meta)
+    return Scene(objects=tuple(objects), background=sample_background(rng, config.background),
+                 metadata=meta)
 
 
 def sample_scene(rng, config: ShapesConfig = ShapesConfig(), tag: str | None = None) -> Scene:
@@ -637,6 +691,8 @@ __all__ = [
     "BACKGROUND_LEVEL_RANGE",
     "BACKGROUND_MAX_CHROMA",
     "BACKGROUND_MAX_NOISE",
+    "BACKGROUND_STYLES",
+    "PLAIN_BACKGROUND",
     "CLASSES",
     "COLORS",
     "COUNT_WORDS",
