@@ -87,6 +87,17 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     (recipe_dir / "recipe.json").write_text(json.dumps(saved))
     assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
 
+    # A folder from before the training-scene settings existed drew textured scenes anywhere:
+    # it is read as such, so the new plain-grid default does not silently continue it.
+    saved = json.loads((recipe_dir / "recipe.json").read_text())
+    assert (saved["data_background"], saved["data_grid"]) == ("plain", 16)
+    del saved["data_background"], saved["data_grid"]
+    (recipe_dir / "recipe.json").write_text(json.dumps(saved))
+    assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 2
+    assert "data_background" in capsys.readouterr().err
+    saved.update(data_background="plain", data_grid=16)
+    (recipe_dir / "recipe.json").write_text(json.dumps(saved))
+
     # Other settings on the same folder are refused, with exit code 2.
     assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke", "--seed", "5") == 2
 

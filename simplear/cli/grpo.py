@@ -30,12 +30,15 @@ def _recipe(args: argparse.Namespace) -> int:
 
     config = smoke_config(args.out, args.device) if args.smoke else RecipeConfig(out=args.out, device=args.device)
     changes = {k: v for k, v in (("seed", args.seed), ("until", args.until), ("eval_num_prompts", args.eval_prompts),
-                                 ("eval_images_per_prompt", args.images_per_prompt)) if v is not None}
+                                 ("eval_images_per_prompt", args.images_per_prompt),
+                                 ("data_background", args.data_background), ("data_grid", args.data_grid))
+               if v is not None}
     if args.grpo_steps is not None:
         changes["grpo_overrides"] = {**(config.grpo_overrides or grpo_defaults()), "steps": args.grpo_steps}
     flags = [("--smoke", args.smoke or None), ("--device", args.device), ("--seed", args.seed),
              ("--eval-prompts", args.eval_prompts), ("--images-per-prompt", args.images_per_prompt),
-             ("--grpo-steps", args.grpo_steps)]
+             ("--grpo-steps", args.grpo_steps), ("--data-background", args.data_background),
+             ("--data-grid", args.data_grid)]
     command = " ".join([f"simplear recipe {args.name} --out {args.out}"]
                        + [flag if value is True else f"{flag} {value}" for flag, value in flags if value is not None])
     run_recipe(dataclasses.replace(config, **changes), command=command)
@@ -97,4 +100,8 @@ def register(top, groups) -> None:
                    help="suite prompts per evaluation (default all 553)")
     r.add_argument("--images-per-prompt", dest="images_per_prompt", type=int, default=None)
     r.add_argument("--grpo-steps", dest="grpo_steps", type=int, default=None)
+    r.add_argument("--data-background", dest="data_background", choices=("textured", "flat", "plain"), default=None,
+                   help="background of the pretraining/SFT scenes (default plain grey; the suite is judged as is)")
+    r.add_argument("--data-grid", dest="data_grid", type=int, default=None,
+                   help="put the training scenes' boxes on an N x N grid (default 16, the 128-px token grid; 0 = off)")
     r.set_defaults(func=_recipe)

@@ -44,6 +44,11 @@ GRID_PROMPTS = (
 )
 
 
+# Fields whose default changed what the recipe does: the value a run made before the field
+# existed implicitly used (recipe.json files without the key are read with these).
+LEGACY = {"data_background": "textured", "data_grid": 0}
+
+
 @dataclass(frozen=True)
 class RecipeConfig:
     """The whole recipe. The defaults are the full CPU run; `smoke_config` is a seconds-long one."""
@@ -56,6 +61,12 @@ class RecipeConfig:
     pretrain_images: int = 40_000
     sft_images: int = 20_000
     val_images: int = 512
+    # How the pretraining and SFT scenes are drawn (simplear.data.shapes.ShapesConfig): a plain
+    # grey background and boxes on the 16 x 16 token grid of the 128-px images, so the model's
+    # capacity goes to shapes, counts and layout instead of background noise and sub-token
+    # offsets. The tokenizer still trains, and the suite is still judged, on textured scenes.
+    data_background: str = "plain"
+    data_grid: int = 16
     tokenizer_recipe: str = "shapes"
     tokenizer_overrides: dict = dataclasses.field(default_factory=dict)  # TokenizerTrainConfig fields
     pretrain_overrides: tuple[str, ...] = ()  # key=value for the shapes-pretrain TrainConfig
@@ -81,6 +92,9 @@ class RecipeConfig:
                      "tune_prompts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        from simplear.data.shapes import ShapesConfig
+
+        ShapesConfig(background=self.data_background, grid=self.data_grid)  # raises on bad values
         for pair in self.tune_sampling:
             if len(pair) != 2 or pair[0] < 1.0 or pair[1] <= 0:
                 raise ValueError(f"tune_sampling holds (cfg_scale >= 1, temperature > 0) pairs, got {pair!r}")
@@ -123,6 +137,7 @@ def smoke_config(out: str, device: str | None = None) -> RecipeConfig:
 
 
 def _data(cfg: RecipeConfig, root: Path) -> dict:
+    from simplear.data.shapes import ShapesConfig
     from simplear.data.shapes_dataset import ShapesDatasetConfig, write_shapes_dataset
 
     sets = {"low": (cfg.pretrain_images, cfg.low_resolution, 0), "low-val": (cfg.val_images, cfg.low_resolution, 1),
@@ -132,7 +147,9 @@ def _data(cfg: RecipeConfig, root: Path) -> dict:
         if (folder / "config.json").is_file():
             continue  # written whole by an atomic folder rename: complete
         seed = cfg.seed * 10 + offset  # different images in every set
-        write_shapes_dataset(folder, ShapesDatasetConfig(num=num, resolution=resolution, seed=seed), overwrite=True)
+        shapes = ShapesConfig(background=cfg.data_background, grid=cfg.data_grid)
+        write_shapes_dataset(folder, ShapesDatasetConfig(num=num, resolution=resolution, seed=seed, shapes=shapes),
+                             overwrite=True)
     return {"sets": {k: v[0] for k, v in sets.items()}}
 
 
@@ -342,7 +359,9 @@ def run_recipe(cfg: RecipeConfig, log: Callable[[str], None] = print, command: s
     if saved.is_file():
         before = json.loads(saved.read_text())
         defaults = json.loads(json.dumps(dataclasses.asdict(RecipeConfig(out=cfg.out))))
-        # A field added after the run started is unchanged when it holds its default.
+        # A field added after the run started is unchanged when it holds the value that matches
+        # what the run did before the field existed (its default, unless listed in LEGACY).
+        defaults.update(LEGACY)
         changed = sorted(k for k in mine if k not in ("until", "device")
                          and before.get(k, defaults[k]) != mine[k])
         if changed:
