@@ -102,6 +102,13 @@ def test_cli_data_shapes(tmp_path, capsys):
     assert (
         run_cli("data", "shapes", "--out", tmp_path / "y", "--num", "3", "--heldout", "none", "--quiet") == 0
     )
+    grid = ["data", "shapes", "--out", tmp_path / "g", "--num", "3", "--resolution", "128", "--quiet"]
+    assert run_cli(*grid, "--background", "plain", "--grid", "16") == 0
+    for row in _rows(tmp_path / "g"):
+        assert all(v % 8 == 0 for o in row["objects"] for v in o["box"])  # 128 px / 16 cells
+        assert "plain background" in row["captions"][1]
+    assert run_cli(*grid[:3], tmp_path / "h", *grid[4:], "--grid", "2") == 2
+    assert "grid must be 0" in capsys.readouterr().err
 
 
 def test_stream_matches_files_and_splits_work(tmp_path):

@@ -34,7 +34,7 @@ def _data_shapes(args) -> int:
         resolution=args.resolution,
         seed=args.seed,
         workers=args.workers,
-        shapes=ShapesConfig(heldout=heldout),
+        shapes=ShapesConfig(heldout=heldout, background=args.background, grid=args.grid),
     )
     summary = write_shapes_dataset(args.out, config, overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {summary['images']} images at {summary['resolution']} px to {summary['out']}")
@@ -85,6 +85,12 @@ def register(top, groups) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     p.add_argument("--heldout", type=_heldout, default=None, help=heldout_help)
+    p.add_argument("--background", choices=("textured", "flat", "plain"), default="textured",
+                   help="textured (default, as the suite is rendered), flat (one random tone per image) "
+                        "or plain (the same mid grey everywhere)")
+    p.add_argument("--grid", type=int, default=0,
+                   help="put every box on an N x N grid of the image (e.g. 16: the token grid of an 8x "
+                        "tokenizer at 128 px); 0 = anywhere (default)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_data_shapes)
