@@ -69,6 +69,7 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     card = (recipe_dir / "MODEL_CARD.md").read_text()
     assert f"simplear recipe shapes --out {recipe_dir} --smoke" in card and "| grpo |" in card
     assert "samples/stages.png" in card and (recipe_dir / "samples" / "stages.png").is_file()
+    assert "32 at 64 px, plain background, boxes on a 16 x 16 grid" in card
     from PIL import Image
 
     picture = Image.open(recipe_dir / "samples" / "stages.png")
@@ -150,3 +151,24 @@ def test_ship_bundle_copies_the_final_bundle_and_card_and_enforces_the_size_limi
     assert (docs / "images" / "default-model" / "samples-stages.png").is_file()
     bundle = load_bundle(assets, device="cpu")  # the shipped copy loads on its own
     assert bundle.config.image_size == 64
+
+    # Shipping the same weights again keeps the shipped bytes, even when they are spelled otherwise
+    # (safetensors may order its header differently), so git history gets no second copy.
+    from safetensors.torch import load_file, save_file
+
+    from simplear.train.model_card import same_safetensors
+
+    shipped, made = assets / "model.safetensors", recipe_dir / "grpo" / "bundle" / "model.safetensors"
+    data = shipped.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    text = json.dumps(json.loads(data[8:8 + n]), indent=1).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header with spaces to 8 bytes
+    shipped.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    respelled = shipped.read_bytes()
+    assert respelled != made.read_bytes() and same_safetensors(shipped, made)
+    ship_bundle(recipe_dir, assets, docs)
+    assert shipped.read_bytes() == respelled  # same weights: the old bytes stay
+    save_file({k: v + 1 for k, v in load_file(shipped).items()}, shipped, metadata={"format": "pt"})
+    assert not same_safetensors(shipped, made)
+    ship_bundle(recipe_dir, assets, docs)
+    assert shipped.read_bytes() == made.read_bytes()  # other weights: the run's file is shipped

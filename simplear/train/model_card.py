@@ -61,7 +61,7 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 
 def write_model_card(root: str | Path, command: str) -> Path:
     """Write `DIR/MODEL_CARD.md` (and its pictures) from a recipe run folder; returns its path."""
-    from simplear.train.recipe import GRID_PROMPTS, _down
+    from simplear.train.recipe import GRID_PROMPTS, LEGACY, _down
 
     root = Path(root)
     stages = {p.stem: json.loads(p.read_text()) for p in sorted((root / "stages").glob("*.json"))}
@@ -87,6 +87,12 @@ def write_model_card(root: str | Path, command: str) -> Path:
     recipe = json.loads((root / "recipe.json").read_text())
     parts.append(f"Resolutions: pretraining {recipe['low_resolution']} px, SFT / GRPO / evaluation "
                  f"{recipe['high_resolution']} px. Device: {recipe.get('device') or 'auto'}.\n\n")
+    background, grid = ({**LEGACY, **recipe}[k] for k in ("data_background", "data_grid"))
+    parts.append(f"Training data: {recipe['pretrain_images']:,} ShapesWorld scenes at {recipe['low_resolution']} px "
+                 f"and {recipe['sft_images']:,} at {recipe['high_resolution']} px, {background} background, "
+                 + (f"boxes on a {grid} x {grid} grid" if grid else "boxes anywhere")
+                 + ", the suite's held-out colour-class pairs left out. The tokenizer trains on textured "
+                 "scenes anywhere; the model is judged on whatever it draws.\n\n")
     parts.append("## Stage table and targets\n\n" + table + "\n")
     timing = [{"stage": n, "seconds": round(s["seconds"]) if "seconds" in s else "–"}
               for n, s in stages.items()]
@@ -130,6 +136,23 @@ def write_model_card(root: str | Path, command: str) -> Path:
     return out
 
 
+def same_safetensors(a: str | Path, b: str | Path) -> bool:
+    """True when two safetensors files hold the same tensors (names, dtypes, values) and metadata.
+
+    safetensors may write the same metadata in another order, so equal weights can differ in bytes.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
+        if fa.metadata() != fb.metadata() or set(fa.keys()) != set(fb.keys()):
+            return False
+        for key in fa.keys():
+            x, y = fa.get_tensor(key), fb.get_tensor(key)
+            if x.dtype != y.dtype or x.shape != y.shape or not bool((x == y).all()):
+                return False
+    return True
+
+
 def folder_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
@@ -151,6 +174,10 @@ def ship_bundle(root: str | Path, assets: str | Path, docs: str | Path, max_byte
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(final, tmp, ignore=shutil.ignore_patterns("train_config.json"))
     shutil.copy2(root / CARD_FILE, tmp / "README.md")
+    for new in tmp.rglob("*.safetensors"):
+        old = assets / new.relative_to(tmp)
+        if old.is_file() and same_safetensors(old, new):
+            shutil.copy2(old, new)  # same weights: keep the committed bytes, no new blob in git history
     if assets.exists():
         shutil.rmtree(assets)
     tmp.rename(assets)
