@@ -82,6 +82,18 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+def _unprivate(folder: Path) -> None:
+    """Give files that a library wrote privately (e.g. 0600 through its own temporary file, as
+    transformers' save_pretrained does) the umask's mode; execute bits are kept."""
+    umask = _umask()
+    for item in folder.rglob("*"):
+        if item.is_file() and not item.is_symlink():
+            current = item.stat().st_mode & 0o777
+            wanted = current | (0o666 & ~umask)
+            if wanted != current:
+                os.chmod(item, wanted)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike):
     """Yield a temporary folder beside `path`; on success it replaces `path` whole."""
@@ -91,6 +103,7 @@ def atomic_dir(path: str | os.PathLike):
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700), like _tmp_sibling's files
     try:
         yield tmp
+        _unprivate(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

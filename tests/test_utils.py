@@ -25,8 +25,12 @@ def test_files_and_folders_get_the_umask_mode_not_private(tmp_path, umask_027):
         tmp.write_bytes(b"x")
     with atomic_dir(tmp_path / "folder") as tmp:
         (tmp / "inside.txt").write_text("y")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "private.safetensors").write_bytes(b"w")
+        os.chmod(tmp / "sub" / "private.safetensors", 0o600)  # what save_pretrained leaves
     assert mode(tmp_path / "a.json") == 0o640 and mode(tmp_path / "b.bin") == 0o640
     assert mode(tmp_path / "folder") == 0o750
+    assert mode(tmp_path / "folder" / "sub" / "private.safetensors") == 0o640
 
 
 def test_a_failed_write_leaves_neither_result_nor_temporary(tmp_path):
