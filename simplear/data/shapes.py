@@ -617,12 +617,11 @@ def _place(specs, constraints, rng, config: ShapesConfig) -> list[SceneObject]:
         boxes: list[tuple[float, float, float]] = []
         for i in range(n):
             s = float(rng.uniform(config.min_size, top))
+            if config.grid:
+                s = _snap_size(s, config)
             lo, hi = config.margin + s / 2, 1 - config.margin - s / 2
             xr = _axis_range(lo, hi, biases[i].get("x"))
             yr = _axis_range(lo, hi, biases[i].get("y"))
-            if config.grid:
-                s = _snap_size(s, config)
-                lo, hi = config.margin + s / 2, 1 - config.margin - s / 2
             for _ in range(40):
                 cx, cy = float(rng.uniform(*xr)), float(rng.uniform(*yr))
                 if config.grid:
