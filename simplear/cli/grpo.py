@@ -46,6 +46,8 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def register(top, groups) -> None:
+    from simplear.data.shapes import BACKGROUND_STYLES
+
     p = groups["train"].add_parser(
         "grpo", help="GRPO (RL) on a trained bundle with the judge or a CLIP reward",
         description="Group relative policy optimisation: G images per prompt from the policy (with the "
@@ -100,7 +102,7 @@ def register(top, groups) -> None:
                    help="suite prompts per evaluation (default all 553)")
     r.add_argument("--images-per-prompt", dest="images_per_prompt", type=int, default=None)
     r.add_argument("--grpo-steps", dest="grpo_steps", type=int, default=None)
-    r.add_argument("--data-background", dest="data_background", choices=("textured", "flat", "plain"), default=None,
+    r.add_argument("--data-background", dest="data_background", choices=BACKGROUND_STYLES, default=None,
                    help="background of the pretraining/SFT scenes (default plain grey; the suite is judged as is)")
     r.add_argument("--data-grid", dest="data_grid", type=int, default=None,
                    help="put the training scenes' boxes on an N x N grid (default 16, the 128-px token grid; 0 = off)")

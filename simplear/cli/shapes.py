@@ -68,6 +68,8 @@ def _eval_render(args) -> int:
 
 
 def register(top, groups) -> None:
+    from simplear.data.shapes import BACKGROUND_STYLES
+
     heldout_help = (
         "held-out (colour, class) pairs as 'colour class' separated by commas, or 'none' "
         "(default: blue star, red heart, green cross, yellow triangle, purple circle, orange square)"
@@ -85,7 +87,7 @@ def register(top, groups) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     p.add_argument("--heldout", type=_heldout, default=None, help=heldout_help)
-    p.add_argument("--background", choices=("textured", "flat", "plain"), default="textured",
+    p.add_argument("--background", choices=BACKGROUND_STYLES, default="textured",
                    help="textured (default, as the suite is rendered), flat (one random tone per image) "
                         "or plain (the same mid grey everywhere)")
     p.add_argument("--grid", type=int, default=0,

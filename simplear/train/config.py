@@ -210,8 +210,8 @@ def _shapes_sft() -> TrainConfig:
                         visual_tokenizer="data/fsq-tokenizer", resolution=128),
         optim=OptimConfig(lr=5e-4, weight_decay=0.01, warmup_steps=25, schedule="cosine", min_lr_ratio=0.1),
         eval=EvalConfig(every=100, suite_prompts=16),
-        # 800 x 32 sequences of 275 tokens = 7.0M tokens: about 32 minutes at the 2.4 s/step
-        # measured on the idle 2-core CPU.
+        # 800 x 32 sequences of 275 tokens = 7.0M tokens: about 34 minutes with its periodic
+        # evaluations (2.5 s/step) on the idle 2-core CPU.
         batch_size=32, micro_batch_size=32, max_steps=800, checkpoint_every=50, log_every=5,
         bundle_dtype="bfloat16",
     )
