@@ -42,7 +42,7 @@ if __name__ == "__main__":
         engine = FastEngine(model.to(dtype), args.text, args.codebook)
         print(f"{str(dtype):15s} {step_ms(engine, args.steps):.2f} ms/step")
     engine = FastEngine(model.to(torch.float32), args.text, args.codebook)
-    weights = sum(t.numel() * t.element_size() for t in [engine.head] + [w for layer in engine.layers
+    weights = sum(t.numel() * t.element_size() for t in [engine.weights.top.head] + [w for layer in engine.weights.layers
                   for w in (layer.wqkv, layer.wo, layer.wgu, layer.wd)])
     print(f"weights read per step: {weights / 2**20:.1f} MiB")
     with torch.profiler.profile() as prof, torch.inference_mode():

@@ -46,7 +46,7 @@ def _as_prompts(prompt_or_prompts) -> list[str]:
 class Pipeline:
     samplers = SAMPLERS
 
-    def __init__(self, bundle, device=None):
+    def __init__(self, bundle, device=None, compile: bool = False):
         from simplear.utils import pick_device
 
         self.bundle = bundle
@@ -59,20 +59,23 @@ class Pipeline:
         if hasattr(self.visual_tokenizer, "to"):
             self.visual_tokenizer = self.visual_tokenizer.to(self.device)
         self.config = bundle.config
+        self.compile = bool(compile)
         self._engine = None
 
     @classmethod
-    def from_pretrained(cls, path=None, visual_tokenizer=None, device=None, dtype=None) -> Pipeline:
+    def from_pretrained(cls, path=None, visual_tokenizer=None, device=None, dtype=None, compile: bool = False) -> Pipeline:
         """Load a bundle folder (None: the embedded default model in `simplear/assets/default`).
 
         A released SimpleAR folder also needs `visual_tokenizer` (a Cosmos tokenizer folder).
-        The device is CUDA when present unless given.
+        The device is CUDA when present unless given. `compile=True` runs the fast engine's decode
+        step through `torch.compile`: the first call of each batch shape compiles (tens of seconds
+        on CPU), later ones are faster (docs/benchmarks.md), so it pays off for many images.
         """
         from simplear.bundle import load_bundle
         from simplear.utils import pick_device
 
         device = pick_device(device)
-        return cls(load_bundle(path, visual_tokenizer=visual_tokenizer, device=device, dtype=dtype), device)
+        return cls(load_bundle(path, visual_tokenizer=visual_tokenizer, device=device, dtype=dtype), device, compile)
 
     @property
     def engine(self):
@@ -80,7 +83,8 @@ class Pipeline:
         from simplear.sampling.engine import FastEngine
 
         if self._engine is None:
-            self._engine = FastEngine(self.model, self.vocab.visual_offset, self.vocab.codebook_size)
+            self._engine = FastEngine(self.model, self.vocab.visual_offset, self.vocab.codebook_size,
+                                      compile=self.compile)
         return self._engine
 
     def sampling_config(self, **overrides):
@@ -218,6 +222,7 @@ class GenerateConfig:
     sampler: str = "ar"
     window: int | None = None
     device: str | None = None
+    compile: bool = False
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -235,7 +240,8 @@ def generate_files(config: GenerateConfig, progress: Callable[[Any, int, int], N
     from simplear.utils import atomic_path, atomic_write_json
 
     _as_prompts(list(config.prompts))  # fail on bad prompts before loading a model
-    pipe = Pipeline.from_pretrained(config.model, visual_tokenizer=config.visual_tokenizer, device=config.device)
+    pipe = Pipeline.from_pretrained(config.model, visual_tokenizer=config.visual_tokenizer, device=config.device,
+                                    compile=config.compile)
     out = pipe(
         list(config.prompts), negative_prompt=config.negative_prompt, num_images=config.num_images,
         image_size=config.image_size, cfg_scale=config.cfg_scale, temperature=config.temperature,
@@ -261,7 +267,7 @@ def generate_files(config: GenerateConfig, progress: Callable[[Any, int, int], N
         "settings": {
             **out.stats["settings"],
             "sampler": config.sampler, "num_images": config.num_images, "image_size": out.stats["image_size"],
-            "grid": out.stats["grid"], "seed": config.seed, "window": config.window,
+            "grid": out.stats["grid"], "seed": config.seed, "window": config.window, "compile": config.compile,
             "prompt_template": pipe.config.prompt_template,
         },
         "images": records,

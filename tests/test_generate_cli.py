@@ -1,6 +1,7 @@
 """`simplear generate`: PNGs plus generate.json from a tiny bundle; bad input exits with code 2."""
 
 import json
+import shutil
 
 import pytest
 from conftest import run_cli
@@ -31,6 +32,20 @@ def test_generate_writes_pngs_and_sidecar(bundle_dir, tmp_path, capsys):
         assert image.size == (16, 16)
     printed = capsys.readouterr().out.split()
     assert len(printed) == 4 and all(p.endswith(".png") for p in printed)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compile_flag_gives_the_same_greedy_images(bundle_dir, tmp_path):
+    common = ["a photo of two red circles", "--model", bundle_dir, "--num-images", "2", "--top-k", "1",
+              "--device", "cpu", "--json"]
+    assert run_cli("generate", *common, "--out", tmp_path / "eager") == 0
+    assert run_cli("generate", *common, "--out", tmp_path / "compiled", "--compile") == 0
+    eager = json.loads((tmp_path / "eager" / "generate.json").read_text())
+    compiled = json.loads((tmp_path / "compiled" / "generate.json").read_text())
+    assert compiled["settings"]["compile"] is True and eager["settings"]["compile"] is False
+    for a, b in zip(eager["images"], compiled["images"]):
+        assert (tmp_path / "eager" / a["file"]).read_bytes() == (tmp_path / "compiled" / b["file"]).read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """Sampling: config validation, the logits functions, the reference sampler and the fast engine."""
 
+import shutil
+
 import pytest
 import torch
 from sampling_helpers import (  # noqa: F401  (one_torch_thread is an autouse fixture)
@@ -90,6 +92,26 @@ def test_engine_greedy_matches_reference_token_for_token(cfg_scale):
     # The cache is reused across calls of another batch shape without stale state.
     again = engine.sample(COND[:1], UNCOND[:1], num_tokens=16, config=config)
     assert torch.equal(again.codes[0], ref.codes[0])
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_engine_matches_reference_and_follows_refresh():
+    # The CPU compile path: frozen weights, autotuned C++ GEMMs, fused attention. Greedy codes must
+    # equal the reference's, and after the weights change `refresh()` must not reuse the old
+    # frozen constants.
+    model = tiny_model(codebook=64, seed=1)
+    config = SamplingConfig(top_k=1, cfg_scale=3.0)
+    engine = FastEngine(model, OFFSET, 64, compile=True)
+    ref = reference_sample(model, COND, UNCOND, visual_offset=OFFSET, codebook_size=64, num_tokens=16, config=config)
+    assert torch.equal(engine.sample(COND, UNCOND, num_tokens=16, config=config).codes, ref.codes)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(1.5)
+    engine.refresh()
+    new_ref = reference_sample(model, COND, UNCOND, visual_offset=OFFSET, codebook_size=64, num_tokens=16, config=config)
+    assert not torch.equal(new_ref.codes, ref.codes)  # the change matters
+    assert torch.equal(engine.sample(COND, UNCOND, num_tokens=16, config=config).codes, new_ref.codes)
 
 
 def test_engine_logits_match_the_model():
