@@ -1,0 +1,43 @@
+"""Where one image's sampling time goes with the compiled fast engine (the embedded default model).
+
+    python scripts/profile_engine_sample.py [--threads 2] [--eager]
+
+Loads the embedded default model as fp32 on CPU, samples one 128-px image (batch 1, CFG 6.0,
+temperature 1.0) once to compile, times three more, and prints the profiler's top entries for a
+fourth: the compiled graph, dynamo's guard check, and the ops of the sampling step around it.
+Used for the engine analysis in docs/benchmarks.md.
+"""
+
+import argparse
+import time
+
+import torch
+
+from simplear import Pipeline
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eager", action="store_true", help="profile the eager engine instead")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = Pipeline.from_pretrained(device="cpu", dtype=torch.float32, compile=not args.eager)
+    config = pipe.sampling_config(cfg_scale=6.0, temperature=1.0)
+    cond = [pipe.vocab.encode_prompt("a photo of two red circles")]
+    uncond = [pipe.vocab.encode_negative(None)]
+    tokens = pipe.grid_for(None)[0] * pipe.grid_for(None)[1]
+
+    def sample():
+        generator = [torch.Generator().manual_seed(0)]
+        pipe.engine.sample(cond, uncond, num_tokens=tokens, config=config, generator=generator)
+
+    sample()  # compiles (tens of seconds with GEMM autotuning)
+    best = float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        sample()
+        best = min(best, time.perf_counter() - began)
+    print(f"{best:.3f} s/image ({best * 1000 / tokens:.2f} ms/token), {args.threads} thread(s)")
+    with torch.profiler.profile() as prof:
+        sample()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
