@@ -282,7 +282,9 @@ class FastEngine:
             return self._compiled(ids, slots, start)
         # Inductor reads `freezing` from its global config (passing it in `torch.compile`'s
         # options has no effect in torch 2.13), so set the options around the call that compiles.
-        with torch._inductor.config.patch(_CPU_COMPILE_OPTIONS):
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(_CPU_COMPILE_OPTIONS):
             return self._compiled(ids, slots, start)
 
     # -- steps ---------------------------------------------------------------------------
