@@ -114,6 +114,18 @@ def test_compiled_engine_matches_reference_and_follows_refresh():
     assert torch.equal(engine.sample(COND, UNCOND, num_tokens=16, config=config).codes, new_ref.codes)
 
 
+def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
+    import torch._inductor.cpp_builder as cpp_builder
+
+    def missing():
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
+    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
+        FastEngine(tiny_model(codebook=64), OFFSET, 64, compile=True)
+    FastEngine(tiny_model(codebook=64), OFFSET, 64)  # eager needs none
+
+
 def test_engine_logits_match_the_model():
     model = tiny_model(codebook=64, seed=2)
     ids = torch.tensor([[1, 2, 3, 20, 30, 40]])

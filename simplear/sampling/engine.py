@@ -79,6 +79,21 @@ _CPU_COMPILE_OPTIONS = {
 }
 
 
+def _check_cpp_compiler() -> None:
+    """torch.compile on CPU builds C++ kernels: fail at construction, clearly, when it cannot."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # a torch without this helper: let torch.compile report it
+        return
+    try:
+        get_cpp_compiler()
+    except Exception as err:
+        raise ValueError(
+            "compile=True on CPU needs a C++ compiler for torch.compile (e.g. `apt-get install g++`, "
+            f"or set CXX); run without compile instead ({err})"
+        ) from err
+
+
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     # Same arithmetic as Qwen2RMSNorm (float32 statistics, cast back, then scale).
     h = x.float()
@@ -140,6 +155,8 @@ class FastEngine:
         self.cuda_graphs = (self.device.type == "cuda") if cuda_graphs is None else bool(cuda_graphs)
         if self.cuda_graphs and self.device.type != "cuda":
             raise ValueError("cuda_graphs=True needs the model on a CUDA device")
+        if compile and self.device.type == "cpu":
+            _check_cpp_compiler()
         self._cos = self._sin = None
         self._cache_key = None
         self._graphs = {}
