@@ -1,9 +1,10 @@
 """Where a fast-engine decoding step spends its time on this machine (one thread).
 
-    python scripts/profile_engine_step.py [--preset shapes] [--text 512] [--codebook 2560]
+    python scripts/profile_engine_step.py [--preset shapes] [--text 512] [--codebook 2560] [--compile]
 
 Builds random weights of a size preset, then prints ms per one-token step (batch 1 with CFG, so
-2 rows) for fp32 / bf16 / fp16 weights and the profiler's top ops for fp32. Speed does not depend
+2 rows) for fp32 / bf16 / fp16 weights (with --compile also the compiled fp32 step) and the
+profiler's top ops for fp32. Speed does not depend
 on the weights' values. Used for the engine analysis in docs/benchmarks.md.
 """
 
@@ -35,12 +36,17 @@ if __name__ == "__main__":
     parser.add_argument("--text", type=int, default=512, help="text ids (the default model's)")
     parser.add_argument("--codebook", type=int, default=2560, help="visual codes (the default model's)")
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the fp32 step compiled (FastEngine(compile=True); compiles first)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = build_model(args.preset, args.text + args.codebook, seed=0).eval()
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         engine = FastEngine(model.to(dtype), args.text, args.codebook)
         print(f"{str(dtype):15s} {step_ms(engine, args.steps):.2f} ms/step")
+    if args.compile:
+        compiled = FastEngine(model.to(torch.float32), args.text, args.codebook, compile=True)
+        print(f"{'float32 compiled':15s} {step_ms(compiled, args.steps):.2f} ms/step")
     engine = FastEngine(model.to(torch.float32), args.text, args.codebook)
     weights = sum(t.numel() * t.element_size() for t in [engine.weights.top.head] + [w for layer in engine.weights.layers
                   for w in (layer.wqkv, layer.wo, layer.wgu, layer.wd)])

@@ -159,8 +159,6 @@ class FastEngine:
             _check_cpp_compiler()
         self._cos = self._sin = None
         self._cache_key = None
-        self._graphs = {}
-        self._compiled = None
         self.refresh()
 
     # -- weights -------------------------------------------------------------------------
@@ -198,6 +196,7 @@ class FastEngine:
         )
         # A compiled step (frozen weights) or a captured graph holds the old weights: rebuild lazily.
         self._compiled = None
+        self._compiled_shapes: set[tuple] = set()  # step shapes the compiled step has seen
         self._graphs = {}
 
     @torch.no_grad()
@@ -295,7 +294,6 @@ class FastEngine:
             return self._forward(self.weights, ids, slots, start, self.cache_length).float()
         if self._compiled is None:
             self._compiled = torch.compile(_CompiledStep(self).eval(), dynamic=False)
-            self._compiled_shapes = set()
         shape = (tuple(ids.shape), self._cache_key, self._cos.shape[0])
         if self.device.type != "cpu" or shape in self._compiled_shapes:
             return self._compiled(ids, slots, start)
