@@ -68,8 +68,9 @@ class _CompiledStep(torch.nn.Module):
 
 # Inductor options for the compiled step on CPU: weights folded in as constants (`freezing`) and
 # the matrix products autotuned between inductor's own C++ GEMM (weights prepacked once) and ATen's
-# BLAS call. At decode sizes (2 CFG rows) the C++ kernels were about 2x faster than BLAS on the
-# 2-core dev box; autotuning costs tens of seconds once per step shape.
+# BLAS call. At decode sizes (2 CFG rows), for the default model's 21 matrices, the C++ kernels took
+# 1.3 ms against 3.3 ms for BLAS's x @ Wᵀ (1.6 ms for the eager path's W @ xᵀ) on the 2-core dev
+# box; autotuning costs tens of seconds once per step shape.
 _CPU_COMPILE_OPTIONS = {
     "freezing": True,
     "max_autotune": True,
@@ -299,8 +300,8 @@ class FastEngine:
             return self._compiled(ids, slots, start)
         # Inductor reads `freezing` from its global config (passing it in `torch.compile`'s
         # options has no effect in torch 2.13), so set the options around the call that compiles:
-        # the first one of each shape. Not around every call: a config patch costs about 80 µs
-        # (5% of a step).
+        # the first one of each shape. Not around every call: a config patch costs 50-80 µs
+        # (3-5% of a step).
         import torch._inductor.config as inductor_config
 
         with inductor_config.patch(_CPU_COMPILE_OPTIONS):
