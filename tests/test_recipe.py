@@ -172,3 +172,20 @@ def test_ship_bundle_copies_the_final_bundle_and_card_and_enforces_the_size_limi
     assert not same_safetensors(shipped, made)
     ship_bundle(recipe_dir, assets, docs)
     assert shipped.read_bytes() == made.read_bytes()  # other weights: the run's file is shipped
+
+
+def test_stage_step_flags_reach_the_saved_recipe(tmp_path, capsys):
+    out = tmp_path / "steps"
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--pretrain-steps", "2",
+                   "--sft-steps", "5", "--grpo-steps", "3") == 0
+    saved = json.loads((out / "recipe.json").read_text())
+    assert saved["pretrain_overrides"][-1] == "max_steps=2" and saved["sft_overrides"][-1] == "max_steps=5"
+    assert saved["grpo_overrides"]["steps"] == 3
+    assert "--sft-steps 5" in (out / "MODEL_CARD.md").read_text()  # the card quotes the real command
+    capsys.readouterr()
+    # Another step count on the same folder is another recipe; a count below 1 is refused.
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--pretrain-steps", "2",
+                   "--sft-steps", "6", "--grpo-steps", "3") == 2
+    assert "sft_overrides" in capsys.readouterr().err
+    assert run_cli("recipe", "shapes", "--out", tmp_path / "zero", "--smoke", "--sft-steps", "0") == 2
+    assert "--sft-steps must be >= 1" in capsys.readouterr().err

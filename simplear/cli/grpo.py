@@ -35,8 +35,16 @@ def _recipe(args: argparse.Namespace) -> int:
                if v is not None}
     if args.grpo_steps is not None:
         changes["grpo_overrides"] = {**(config.grpo_overrides or grpo_defaults()), "steps": args.grpo_steps}
+    for stage in ("pretrain", "sft"):
+        steps = getattr(args, f"{stage}_steps")
+        if steps is not None:
+            if steps < 1:
+                raise ValueError(f"--{stage}-steps must be >= 1, got {steps}")
+            key = f"{stage}_overrides"
+            changes[key] = (*getattr(config, key), f"max_steps={steps}")
     flags = [("--smoke", args.smoke or None), ("--device", args.device), ("--seed", args.seed),
              ("--eval-prompts", args.eval_prompts), ("--images-per-prompt", args.images_per_prompt),
+             ("--pretrain-steps", args.pretrain_steps), ("--sft-steps", args.sft_steps),
              ("--grpo-steps", args.grpo_steps), ("--data-background", args.data_background),
              ("--data-grid", args.data_grid)]
     command = " ".join([f"simplear recipe {args.name} --out {args.out}"]
@@ -101,6 +109,10 @@ def register(top, groups) -> None:
     r.add_argument("--eval-prompts", dest="eval_prompts", type=int, default=None,
                    help="suite prompts per evaluation (default all 553)")
     r.add_argument("--images-per-prompt", dest="images_per_prompt", type=int, default=None)
+    r.add_argument("--pretrain-steps", dest="pretrain_steps", type=int, default=None,
+                   help="optimiser steps of the pretraining stage (default: the shapes-pretrain recipe's)")
+    r.add_argument("--sft-steps", dest="sft_steps", type=int, default=None,
+                   help="optimiser steps of the SFT stage (default: the shapes-sft recipe's)")
     r.add_argument("--grpo-steps", dest="grpo_steps", type=int, default=None)
     r.add_argument("--data-background", dest="data_background", choices=BACKGROUND_STYLES, default=None,
                    help="background of the pretraining/SFT scenes (default plain grey; the suite is judged as is)")
