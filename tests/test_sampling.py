@@ -112,6 +112,13 @@ def test_compiled_engine_matches_reference_and_follows_refresh():
     new_ref = reference_sample(model, COND, UNCOND, visual_offset=OFFSET, codebook_size=64, num_tokens=16, config=config)
     assert not torch.equal(new_ref.codes, ref.codes)  # the change matters
     assert torch.equal(engine.sample(COND, UNCOND, num_tokens=16, config=config).codes, new_ref.codes)
+    # Known shapes skip dynamo's per-call guard check: switching between two compiled batch
+    # shapes (and cache sizes) must still run each shape's own compiled step.
+    one = reference_sample(model, COND[:1], UNCOND[:1], visual_offset=OFFSET, codebook_size=64, num_tokens=9,
+                           config=config)
+    for _ in range(2):
+        assert torch.equal(engine.sample(COND[:1], UNCOND[:1], num_tokens=9, config=config).codes, one.codes)
+        assert torch.equal(engine.sample(COND, UNCOND, num_tokens=16, config=config).codes, new_ref.codes)
 
 
 def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
