@@ -2,7 +2,9 @@
 
 `run_sampling_benchmark(BenchConfig(...))` measures, for each sampler and batch size, image
 tokens/s, seconds/image, forward passes/image (a CFG pair counts as one) and peak memory, after
-one untimed warm-up run of the same shape (allocation, graph capture, compilation). The model is
+one untimed warm-up run of the same shape (allocation, graph capture, compilation). With
+`repeats` > 1 the samplers take turns (round r times every sampler once) and each one's fastest
+round counts, so slow spells of a shared machine fall on all samplers alike. The model is
 a bundle (`model`), the embedded default, or a random model of a size preset from
 `simplear.model` (`preset`): random weights are fine for speed, not for Jacobi's acceptance rate.
 
@@ -52,7 +54,7 @@ class BenchConfig:
     max_slow_tokens: int | None = None
     prompt_tokens: int = 24  # random prompts (preset models)
     seed: int = 0
-    repeats: int = 1  # timed runs per row; the fastest counts (shared machines are noisy)
+    repeats: int = 1  # timed rounds (each sampler once per round, interleaved); the fastest counts
 
     def __post_init__(self) -> None:
         bad = [s for s in self.samplers if s not in SAMPLERS]
@@ -161,32 +163,43 @@ def run_sampling_benchmark(config: BenchConfig, log=None) -> dict:
 
     rows = []
     for batch in config.batch_sizes:
+        plan = {}
         for name in config.samplers:
             slow = name in ("baseline", "reference") and config.max_slow_tokens is not None
-            tokens = min(setup.num_tokens, config.max_slow_tokens) if slow else setup.num_tokens
-            # Warm-up of the same shape: allocations, CUDA graph capture, compilation.
-            run(name, batch, tokens if name in ("engine", "jacobi") else min(tokens, 8), config.seed + 1)
-            _peak_reset(device)
-            seconds = float("inf")
-            for _ in range(config.repeats):
+            plan[name] = min(setup.num_tokens, config.max_slow_tokens) if slow else setup.num_tokens
+        seconds = {name: float("inf") for name in config.samplers}
+        results, peaks = {}, {}
+        # The repeats are interleaved (every sampler once per round), so a slow spell of a shared
+        # machine hits all samplers alike and the fastest round of each is compared; each
+        # sampler's warm-up and peak memory belong to its first round.
+        for round_ in range(config.repeats):
+            for name in config.samplers:
+                tokens = plan[name]
+                if round_ == 0:
+                    # Warm-up of the same shape: allocations, CUDA graph capture, compilation.
+                    run(name, batch, tokens if name in ("engine", "jacobi") else min(tokens, 8), config.seed + 1)
+                    _peak_reset(device)
                 started = time.perf_counter()
                 result = run(name, batch, tokens, config.seed)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                seconds = min(seconds, time.perf_counter() - started)
+                seconds[name] = min(seconds[name], time.perf_counter() - started)
+                if round_ == 0:
+                    results[name], peaks[name] = result, _peak_mb(device)
+        for name in config.samplers:
+            tokens, stats = plan[name], results[name].stats
             scale = setup.num_tokens / tokens
-            stats = result.stats
             row = {
                 "sampler": name,
                 "batch": batch,
                 "tokens_per_image": setup.num_tokens,
                 "measured_tokens": tokens,
                 "extrapolated": tokens != setup.num_tokens,
-                "seconds_per_image": seconds * scale / batch,
-                "image_tokens_per_second": batch * tokens / seconds,
+                "seconds_per_image": seconds[name] * scale / batch,
+                "image_tokens_per_second": batch * tokens / seconds[name],
                 "forward_passes_per_image": stats["forward_passes"] * scale,
                 "tokens_per_forward": tokens / stats["forward_passes"],
-                "peak_memory_mb": _peak_mb(device),
+                "peak_memory_mb": peaks[name],
                 "repeats": config.repeats,
             }
             if name == "jacobi":
