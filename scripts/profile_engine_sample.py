@@ -1,8 +1,8 @@
 """Where one image's sampling time goes with the compiled fast engine (the embedded default model).
 
-    python scripts/profile_engine_sample.py [--threads 2] [--eager]
+    python scripts/profile_engine_sample.py [--threads 2] [--eager] [--dtype bfloat16]
 
-Loads the embedded default model as fp32 on CPU, samples one 128-px image (batch 1, CFG 6.0,
+Loads the embedded default model on CPU (fp32 unless --dtype), samples one 128-px image (batch 1, CFG 6.0,
 temperature 1.0) once to compile, times three more, and prints the profiler's top entries for a
 fourth: the compiled graph, dynamo's guard check, and the ops of the sampling step around it.
 Used for the engine analysis in docs/benchmarks.md.
@@ -19,9 +19,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eager", action="store_true", help="profile the eager engine instead")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="weights and activations (bfloat16: the bf16 model, other numerics than fp32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = Pipeline.from_pretrained(device="cpu", dtype=torch.float32, compile=not args.eager)
+    pipe = Pipeline.from_pretrained(device="cpu", dtype=getattr(torch, args.dtype), compile=not args.eager)
     config = pipe.sampling_config(cfg_scale=6.0, temperature=1.0)
     cond = [pipe.vocab.encode_prompt("a photo of two red circles")]
     uncond = [pipe.vocab.encode_negative(None)]
