@@ -121,6 +121,26 @@ def test_compiled_engine_matches_reference_and_follows_refresh():
         assert torch.equal(engine.sample(COND, UNCOND, num_tokens=16, config=config).codes, new_ref.codes)
 
 
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_engine_survives_more_refreshes_than_the_recompile_limit(monkeypatch):
+    # Each refresh freezes new weights into a new compiled step; those must not pile up on one
+    # code object until dynamo's recompile limit (lowered here to 2 to keep the test short).
+    import torch._dynamo.config as dynamo_config
+
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 2)
+    model = tiny_model(codebook=64, seed=2)
+    config = SamplingConfig(top_k=1, cfg_scale=3.0)
+    engine = FastEngine(model, OFFSET, 64, compile=True)
+    for _ in range(4):
+        with torch.no_grad():
+            for param in model.parameters():
+                param.mul_(1.1)
+        engine.refresh()
+        ref = reference_sample(model, COND, UNCOND, visual_offset=OFFSET, codebook_size=64, num_tokens=6, config=config)
+        assert torch.equal(engine.sample(COND, UNCOND, num_tokens=6, config=config).codes, ref.codes)
+
+
 def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
     import torch._inductor.cpp_builder as cpp_builder
 

@@ -20,6 +20,7 @@ are a snapshot taken at construction (call `refresh()` after changing the model)
 from __future__ import annotations
 
 import time
+import types
 from collections.abc import Callable, Sequence
 
 import torch
@@ -60,6 +61,13 @@ class _CompiledStep(torch.nn.Module):
         super().__init__()
         self.weights = engine.weights
         self._engine = (engine,)  # a tuple: not registered as a submodule
+        # Dynamo keeps its compiled entries on the code object of the function it compiles. With
+        # one shared `forward` code, every engine and every `refresh()` (new frozen weights) would
+        # add entries to the same list, keeping the old weights alive, until dynamo's recompile
+        # limit (8) stopped compiling. A copy of the code per instance keeps each step's entries
+        # its own, freed with it.
+        code = type(self).forward.__code__.replace()
+        self.forward = types.MethodType(types.FunctionType(code, globals(), "forward"), self)
 
     def forward(self, ids, slots, start):
         engine = self._engine[0]
