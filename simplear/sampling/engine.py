@@ -63,9 +63,9 @@ class _CompiledStep(torch.nn.Module):
         self._engine = (engine,)  # a tuple: not registered as a submodule
         # Dynamo keeps its compiled entries on the code object of the function it compiles. With
         # one shared `forward` code, every engine and every `refresh()` (new frozen weights) would
-        # add entries to the same list, keeping the old weights alive, until dynamo's recompile
-        # limit (8) stopped compiling. A copy of the code per instance keeps each step's entries
-        # its own, freed with it.
+        # add entries to the same list until dynamo's recompile limit (8) stopped compiling. A
+        # copy of the code per instance gives each compiled step a list of its own. (The old
+        # frozen weights still stay referenced after a refresh, by inductor's compiled modules.)
         code = type(self).forward.__code__.replace()
         self.forward = types.MethodType(types.FunctionType(code, globals(), "forward"), self)
 
