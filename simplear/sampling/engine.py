@@ -65,7 +65,8 @@ class _CompiledStep(torch.nn.Module):
         # one shared `forward` code, every engine and every `refresh()` (new frozen weights) would
         # add entries to the same list until dynamo's recompile limit (8) stopped compiling. A
         # copy of the code per instance gives each compiled step a list of its own. (The old
-        # frozen weights still stay referenced after a refresh, by inductor's compiled modules.)
+        # frozen weights still stay referenced after a refresh, apparently by inductor's compiled
+        # modules: measured with a weakref, not fixed.)
         code = type(self).forward.__code__.replace()
         self.forward = types.MethodType(types.FunctionType(code, globals(), "forward"), self)
 
