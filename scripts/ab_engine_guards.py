@@ -14,8 +14,7 @@ import contextlib
 import time
 
 import torch
-
-from simplear import Pipeline
+from profile_engine_sample import default_model_sampler  # scripts/ is on sys.path when run as a script
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,16 +22,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = Pipeline.from_pretrained(device="cpu", dtype=torch.float32, compile=True)
-    config = pipe.sampling_config(cfg_scale=6.0, temperature=1.0)
-    cond = [pipe.vocab.encode_prompt("a photo of two red circles")]
-    uncond = [pipe.vocab.encode_negative(None)]
-    rows, cols = pipe.grid_for(None)
-
-    def sample():
-        generator = [torch.Generator().manual_seed(0)]
-        return pipe.engine.sample(cond, uncond, num_tokens=rows * cols, config=config, generator=generator)
-
+    sample, _ = default_model_sampler(torch.float32, compile=True)
     first = sample()  # compiles
     skip_stance = torch.compiler.set_stance
     times = {"full guard check": [], "known shapes skip it": []}

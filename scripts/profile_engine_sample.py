@@ -15,6 +15,22 @@ import torch
 
 from simplear import Pipeline
 
+
+def default_model_sampler(dtype: torch.dtype = torch.float32, compile: bool = True):
+    """The embedded default model on CPU and a function sampling its one timed image (seed 0)."""
+    pipe = Pipeline.from_pretrained(device="cpu", dtype=dtype, compile=compile)
+    config = pipe.sampling_config(cfg_scale=6.0, temperature=1.0)
+    cond = [pipe.vocab.encode_prompt("a photo of two red circles")]
+    uncond = [pipe.vocab.encode_negative(None)]
+    rows, cols = pipe.grid_for(None)
+
+    def sample():
+        generator = [torch.Generator().manual_seed(0)]
+        return pipe.engine.sample(cond, uncond, num_tokens=rows * cols, config=config, generator=generator)
+
+    return sample, rows * cols
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -23,16 +39,7 @@ if __name__ == "__main__":
                         help="weights and activations (bfloat16: the bf16 model, other numerics than fp32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = Pipeline.from_pretrained(device="cpu", dtype=getattr(torch, args.dtype), compile=not args.eager)
-    config = pipe.sampling_config(cfg_scale=6.0, temperature=1.0)
-    cond = [pipe.vocab.encode_prompt("a photo of two red circles")]
-    uncond = [pipe.vocab.encode_negative(None)]
-    tokens = pipe.grid_for(None)[0] * pipe.grid_for(None)[1]
-
-    def sample():
-        generator = [torch.Generator().manual_seed(0)]
-        pipe.engine.sample(cond, uncond, num_tokens=tokens, config=config, generator=generator)
-
+    sample, tokens = default_model_sampler(getattr(torch, args.dtype), compile=not args.eager)
     sample()  # compiles (tens of seconds with GEMM autotuning)
     best = float("inf")
     for _ in range(3):

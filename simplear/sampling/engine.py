@@ -304,9 +304,9 @@ class FastEngine:
             return self._forward(self.weights, ids, slots, start, self.cache_length).float()
         if self._compiled is None:
             self._compiled = torch.compile(_CompiledStep(self).eval(), dynamic=False)
-        shape = (tuple(ids.shape), self._cache_key, self._cos.shape[0])
         if self.device.type != "cpu":
             return self._compiled(ids, slots, start)
+        shape = (tuple(ids.shape), self._cache_key, self._cos.shape[0])
         if shape in self._compiled_shapes:
             # Everything dynamo's guards check per call is fixed for a compiled shape (the shape
             # key above holds the rest; `refresh()` makes a new compiled step), so evaluate only
