@@ -189,3 +189,32 @@ def test_stage_step_flags_reach_the_saved_recipe(tmp_path, capsys):
     assert "sft_overrides" in capsys.readouterr().err
     assert run_cli("recipe", "shapes", "--out", tmp_path / "zero", "--smoke", "--sft-steps", "0") == 2
     assert "--sft-steps must be >= 1" in capsys.readouterr().err
+
+
+def test_recipe_can_start_from_a_trained_tokenizer(recipe_dir, tmp_path, capsys):
+    from simplear.visual_tokenizers import load_visual_tokenizer
+
+    trained = recipe_dir / "tokenizer"
+    out = tmp_path / "given"
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "tokens", "--tokenizer", trained) == 0
+    marker = json.loads((out / "stages" / "tokenizer.json").read_text())
+    sha = load_visual_tokenizer(trained).fingerprint()
+    assert marker["copied_from"] == str(trained) and marker["sha256"] == sha
+    assert 0.0 <= marker["eval"]["overall"] <= 1.0  # judged like a trained one
+    assert not (out / "tokenizer" / "checkpoints").exists() and not any((out / "tokenizer").glob("step-*"))
+    manifest = json.loads((out / "tokens" / "high" / "manifest.json").read_text())
+    assert manifest["visual_tokenizer"]["sha256"] == sha  # the shards are the given tokenizer's codes
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "--tokenizer" in card and f"a copy of `{trained}`" in card
+    capsys.readouterr()
+    # A folder that is no tokenizer, or one whose downsampling does not divide the resolutions.
+    assert run_cli("recipe", "shapes", "--out", tmp_path / "none", "--smoke", "--tokenizer", tmp_path / "nope") == 2
+    assert "does not exist" in capsys.readouterr().err
+    import dataclasses
+
+    from simplear.train.recipe import _copy_tokenizer, smoke_config
+
+    odd = dataclasses.replace(smoke_config(str(tmp_path / "odd")), low_resolution=36, tokenizer_from=str(trained))
+    with pytest.raises(ValueError, match="does not divide the recipe resolution 36"):
+        _copy_tokenizer(odd, tmp_path / "odd" / "tokenizer")
+    assert not (tmp_path / "odd" / "tokenizer").exists()

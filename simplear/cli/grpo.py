@@ -31,7 +31,8 @@ def _recipe(args: argparse.Namespace) -> int:
     config = smoke_config(args.out, args.device) if args.smoke else RecipeConfig(out=args.out, device=args.device)
     changes = {k: v for k, v in (("seed", args.seed), ("until", args.until), ("eval_num_prompts", args.eval_prompts),
                                  ("eval_images_per_prompt", args.images_per_prompt),
-                                 ("data_background", args.data_background), ("data_grid", args.data_grid))
+                                 ("data_background", args.data_background), ("data_grid", args.data_grid),
+                                 ("tokenizer_from", args.tokenizer))
                if v is not None}
     if args.grpo_steps is not None:
         changes["grpo_overrides"] = {**(config.grpo_overrides or grpo_defaults()), "steps": args.grpo_steps}
@@ -46,7 +47,7 @@ def _recipe(args: argparse.Namespace) -> int:
              ("--eval-prompts", args.eval_prompts), ("--images-per-prompt", args.images_per_prompt),
              ("--pretrain-steps", args.pretrain_steps), ("--sft-steps", args.sft_steps),
              ("--grpo-steps", args.grpo_steps), ("--data-background", args.data_background),
-             ("--data-grid", args.data_grid)]
+             ("--data-grid", args.data_grid), ("--tokenizer", args.tokenizer)]
     command = " ".join([f"simplear recipe {args.name} --out {args.out}"]
                        + [flag if value is True else f"{flag} {value}" for flag, value in flags if value is not None])
     run_recipe(dataclasses.replace(config, **changes), command=command)
@@ -118,4 +119,6 @@ def register(top, groups) -> None:
                    help="background of the pretraining/SFT scenes (default plain grey; the suite is judged as is)")
     r.add_argument("--data-grid", dest="data_grid", type=int, default=None,
                    help="put the training scenes' boxes on an N x N grid (default 16, the 128-px token grid; 0 = off)")
+    r.add_argument("--tokenizer", default=None,
+                   help="a trained visual tokenizer folder to use instead of training one (copied into OUT/tokenizer)")
     r.set_defaults(func=_recipe)

@@ -93,6 +93,11 @@ def write_model_card(root: str | Path, command: str) -> Path:
                  + (f"boxes on a {grid} x {grid} grid" if grid else "boxes anywhere")
                  + ", the suite's held-out colour-class pairs left out. The tokenizer trains on textured "
                  "scenes anywhere; the model is judged on whatever it draws.\n\n")
+    given = stages.get("tokenizer", {}).get("copied_from")
+    if given:
+        parts.append(f"Visual tokenizer: not trained by this command but given with `--tokenizer` (a copy of "
+                     f"`{given}`, weights sha256 `{stages['tokenizer']['sha256'][:16]}...`); how it was trained "
+                     "is in its own `tokenizer/train_config.json` when that folder had one.\n\n")
     parts.append("## Stage table and targets\n\n" + table + "\n")
     timing = [{"stage": n, "seconds": round(s["seconds"]) if "seconds" in s else "–"}
               for n, s in stages.items()]

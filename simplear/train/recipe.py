@@ -68,6 +68,9 @@ class RecipeConfig:
     data_background: str = "plain"
     data_grid: int = 16
     tokenizer_recipe: str = "shapes"
+    # A trained visual tokenizer folder to use instead of training one (copied into DIR/tokenizer,
+    # then judged like a trained one); tokenizer_recipe/tokenizer_overrides are then unused.
+    tokenizer_from: str | None = None
     tokenizer_overrides: dict = dataclasses.field(default_factory=dict)  # TokenizerTrainConfig fields
     pretrain_overrides: tuple[str, ...] = ()  # key=value for the shapes-pretrain TrainConfig
     sft_overrides: tuple[str, ...] = ()  # key=value for the shapes-sft TrainConfig
@@ -158,10 +161,14 @@ def _tokenizer(cfg: RecipeConfig, root: Path) -> dict:
     from simplear.train.tokenizer import recipe_config, train_tokenizer
     from simplear.train.tokenizer_eval import TokenizerEvalConfig, evaluate_tokenizer
 
-    overrides = {"resolutions": (cfg.low_resolution, cfg.high_resolution), "seed": cfg.seed, "device": cfg.device,
-                 **cfg.tokenizer_overrides}
-    tcfg = recipe_config(cfg.tokenizer_recipe, out=str(root / "tokenizer"), **overrides)
-    train_tokenizer(tcfg)
+    source = {}
+    if cfg.tokenizer_from:
+        source = _copy_tokenizer(cfg, root / "tokenizer")
+    else:
+        overrides = {"resolutions": (cfg.low_resolution, cfg.high_resolution), "seed": cfg.seed,
+                     "device": cfg.device, **cfg.tokenizer_overrides}
+        tcfg = recipe_config(cfg.tokenizer_recipe, out=str(root / "tokenizer"), **overrides)
+        train_tokenizer(tcfg)
     report = evaluate_tokenizer(TokenizerEvalConfig(
         tokenizer=str(root / "tokenizer"), resolutions=(cfg.low_resolution, cfg.high_resolution),
         num_images=cfg.eval_num_prompts or 553, device=cfg.device))
@@ -169,7 +176,28 @@ def _tokenizer(cfg: RecipeConfig, root: Path) -> dict:
     # The round-trip score is the ceiling of every later stage (a model cannot beat its tokenizer).
     return {"eval": {"overall": high["judge_accuracy_roundtrip"], "partial": high["judge_score_roundtrip"],
                      "psnr": high["psnr"], "images": report["prompts"], "kind": "round-trip of ground truth"},
-            "report": report}
+            "report": report, **source}
+
+
+def _copy_tokenizer(cfg: RecipeConfig, dest: Path) -> dict:
+    """Copy the tokenizer folder `cfg.tokenizer_from` to `dest` (atomically, whole) after checking
+    that it loads and that its downsampling divides both recipe resolutions."""
+    import shutil
+
+    from simplear.utils import atomic_dir
+    from simplear.visual_tokenizers import load_visual_tokenizer
+
+    src = Path(cfg.tokenizer_from)
+    tokenizer = load_visual_tokenizer(src)  # clear errors for a missing or foreign folder
+    for res in (cfg.low_resolution, cfg.high_resolution):
+        if res % tokenizer.downsample:
+            raise ValueError(f"tokenizer {src} downsamples by {tokenizer.downsample}, which does not divide the "
+                             f"recipe resolution {res}")
+    with atomic_dir(dest) as tmp:  # replaces a half-written copy whole
+        for item in src.iterdir():
+            if item.is_file():  # weights and config; not a training run's checkpoints
+                shutil.copy2(item, tmp / item.name)
+    return {"copied_from": str(src), "sha256": tokenizer.fingerprint()}
 
 
 def _tokens(cfg: RecipeConfig, root: Path) -> dict:
