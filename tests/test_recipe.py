@@ -1,6 +1,7 @@
 """The one-command ShapesWorld recipe on its smoke configuration: every stage runs, is evaluated,
 lands in the stage table, and a re-run continues instead of starting over."""
 
+import dataclasses
 import json
 
 import pytest
@@ -192,6 +193,7 @@ def test_stage_step_flags_reach_the_saved_recipe(tmp_path, capsys):
 
 
 def test_recipe_can_start_from_a_trained_tokenizer(recipe_dir, tmp_path, capsys):
+    from simplear.train.recipe import _copy_tokenizer, smoke_config
     from simplear.visual_tokenizers import load_visual_tokenizer
 
     trained = recipe_dir / "tokenizer"
@@ -201,7 +203,9 @@ def test_recipe_can_start_from_a_trained_tokenizer(recipe_dir, tmp_path, capsys)
     sha = load_visual_tokenizer(trained).fingerprint()
     assert marker["copied_from"] == str(trained) and marker["sha256"] == sha
     assert 0.0 <= marker["eval"]["overall"] <= 1.0  # judged like a trained one
-    assert not (out / "tokenizer" / "checkpoints").exists() and not any((out / "tokenizer").glob("step-*"))
+    # The training run's folder (train/checkpoint.pt, log) stays behind; weights and config come along.
+    assert (trained / "train").is_dir() and not (out / "tokenizer" / "train").exists()
+    assert (out / "tokenizer" / "model.safetensors").read_bytes() == (trained / "model.safetensors").read_bytes()
     manifest = json.loads((out / "tokens" / "high" / "manifest.json").read_text())
     assert manifest["visual_tokenizer"]["sha256"] == sha  # the shards are the given tokenizer's codes
     card = (out / "MODEL_CARD.md").read_text()
@@ -210,10 +214,6 @@ def test_recipe_can_start_from_a_trained_tokenizer(recipe_dir, tmp_path, capsys)
     # A folder that is no tokenizer, or one whose downsampling does not divide the resolutions.
     assert run_cli("recipe", "shapes", "--out", tmp_path / "none", "--smoke", "--tokenizer", tmp_path / "nope") == 2
     assert "does not exist" in capsys.readouterr().err
-    import dataclasses
-
-    from simplear.train.recipe import _copy_tokenizer, smoke_config
-
     odd = dataclasses.replace(smoke_config(str(tmp_path / "odd")), low_resolution=36, tokenizer_from=str(trained))
     with pytest.raises(ValueError, match="does not divide the recipe resolution 36"):
         _copy_tokenizer(odd, tmp_path / "odd" / "tokenizer")
