@@ -184,7 +184,7 @@ class Pipeline:
             result = reference_sample(self.model, cond, uncond, **visual, **kwargs)
         else:
             result = jacobi_sample(self.model, cond, uncond, **visual, window=window or DEFAULT_WINDOW,
-                                   engine=self.engine, **kwargs)
+                                   engine=self.engine, grid_width=grid[1], **kwargs)
         sampled = time.perf_counter()
 
         # 4. Decode codes to images.

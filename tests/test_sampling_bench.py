@@ -32,3 +32,19 @@ def test_bench_config_rejects_bad_input(capsys):
         BenchConfig(preset="huge")
     assert run_cli("bench", "sampling", "--preset", "tiny", "--batch-sizes", "0") == 2
     assert "batch sizes" in capsys.readouterr().err
+
+
+def test_bench_samples_a_bundle_with_its_own_settings(tmp_path, capsys):
+    from pipeline_helpers import make_tiny_bundle
+
+    make_tiny_bundle(tmp_path / "bundle")  # stores CFG 3.0, temperature 1.0
+    args = ("bench", "sampling", "--model", str(tmp_path / "bundle"), "--batch-sizes", "1",
+            "--samplers", "engine,jacobi", "--device", "cpu", "--json")
+    assert run_cli(*args) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert (settings["cfg_scale"], settings["temperature"], settings["top_k"]) == (3.0, 1.0, 0)
+    assert run_cli(*args, "--cfg-scale", "5", "--temperature", "0.5") == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert (settings["cfg_scale"], settings["temperature"]) == (5.0, 0.5)
+    assert run_cli(*args, "--temperature", "-1") == 2
+    assert "temperature" in capsys.readouterr().err

@@ -42,10 +42,11 @@ class BenchConfig:
     image_size: int | None = None  # default: the bundle's / preset's
     batch_sizes: tuple[int, ...] = (1, 16)
     samplers: tuple[str, ...] = SAMPLERS
-    cfg_scale: float = 6.0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
+    # Sampling settings; None: the bundle's own defaults (a preset: SimpleAR's CFG 6.0, temperature 1.0).
+    cfg_scale: float | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
     window: int = 16
     device: str | None = None
     dtype: str = "float32"
@@ -70,7 +71,10 @@ class BenchConfig:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        SamplingConfig(self.cfg_scale, self.temperature, self.top_k, self.top_p)
+        SamplingConfig().with_overrides(**self.sampling_overrides())  # validates the given values
+
+    def sampling_overrides(self) -> dict:
+        return dict(cfg_scale=self.cfg_scale, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
 
 
 @dataclass
@@ -79,6 +83,8 @@ class _Setup:
     visual_offset: int
     codebook_size: int
     num_tokens: int
+    grid_width: int
+    sampling: SamplingConfig  # the model's defaults with the benchmark's overrides
     cond: list[list[int]]  # a pool of prompts, cycled to fill a batch
     uncond: list[int]
     pad_id: int
@@ -99,7 +105,9 @@ def _setup(config: BenchConfig, device, dtype) -> _Setup:
         prompts = ["a photo of two red circles", "a blue square left of a green star", "three yellow hearts",
                    "a photo of a purple triangle", "a photo of four orange crosses"]
         where = str(bundle.path)
-        return _Setup(bundle.model, vocab.visual_offset, vocab.codebook_size, grid[0] * grid[1],
+        sampling = SamplingConfig.from_dict(bundle.config.sampling.to_dict())
+        return _Setup(bundle.model, vocab.visual_offset, vocab.codebook_size, grid[0] * grid[1], grid[1],
+                      sampling.with_overrides(**config.sampling_overrides()),
                       [vocab.encode_prompt(p) for p in prompts], vocab.encode_unconditional(), vocab.pad_id,
                       f"bundle {where}")
     from simplear.model import build_model
@@ -115,7 +123,8 @@ def _setup(config: BenchConfig, device, dtype) -> _Setup:
     g = torch.Generator().manual_seed(config.seed)
     cond = [torch.randint(1, text, (config.prompt_tokens - i,), generator=g).tolist() for i in range(5)]
     uncond = torch.randint(1, text, (8,), generator=g).tolist()
-    return _Setup(model, text, codebook, num_tokens, cond, uncond, 0,
+    sampling = SamplingConfig().with_overrides(**config.sampling_overrides())
+    return _Setup(model, text, codebook, num_tokens, size // down, sampling, cond, uncond, 0,
                   f"random {config.preset} weights ({size} px, {num_tokens} tokens, {codebook} codes)")
 
 
@@ -143,7 +152,7 @@ def run_sampling_benchmark(config: BenchConfig, log=None) -> dict:
     device = pick_device(config.device)
     dtype = getattr(torch, config.dtype)
     setup = _setup(config, device, dtype)
-    sampling = SamplingConfig(config.cfg_scale, config.temperature, config.top_k, config.top_p)
+    sampling = setup.sampling
     engine = FastEngine(setup.model, setup.visual_offset, setup.codebook_size, compile=config.compile,
                         cuda_graphs=config.cuda_graphs)
     visual = dict(visual_offset=setup.visual_offset, codebook_size=setup.codebook_size)
@@ -159,7 +168,7 @@ def run_sampling_benchmark(config: BenchConfig, log=None) -> dict:
         if name == "engine":
             return engine.sample(cond, setup.uncond, generator=gen, **common)
         return jacobi_sample(setup.model, cond, setup.uncond, generator=gen, window=config.window,
-                             engine=engine, **visual, **common)
+                             engine=engine, grid_width=setup.grid_width, **visual, **common)
 
     rows = []
     for batch in config.batch_sizes:
@@ -222,7 +231,8 @@ def run_sampling_benchmark(config: BenchConfig, log=None) -> dict:
                 speedups[f"{name}_vs_baseline_batch{batch}"] = base["seconds_per_image"] / other["seconds_per_image"]
     return {
         "model": setup.description,
-        "settings": {**asdict(config), "batch_sizes": list(config.batch_sizes), "samplers": list(config.samplers)},
+        "settings": {**asdict(config), **sampling.to_dict(), "batch_sizes": list(config.batch_sizes),
+                     "samplers": list(config.samplers)},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "rows": rows,
@@ -233,7 +243,10 @@ def run_sampling_benchmark(config: BenchConfig, log=None) -> dict:
 def format_table(result: dict) -> str:
     """A plain-text table of the rows for the terminal and docs/benchmarks.md."""
     head = f"{'sampler':<10} {'batch':>5} {'tok/s':>10} {'s/image':>9} {'passes/img':>10} {'tok/pass':>8} {'peak MB':>9}"
-    lines = [f"model: {result['model']}", f"device: {result['device']}", head, "-" * len(head)]
+    st = result["settings"]
+    sampling = (f"sampling: CFG {st['cfg_scale']}, temperature {st['temperature']}, top-k {st['top_k']}, "
+                f"top-p {st['top_p']}, Jacobi window {st['window']}")
+    lines = [f"model: {result['model']}", f"device: {result['device']}", sampling, head, "-" * len(head)]
     for r in result["rows"]:
         mark = "*" if r["extrapolated"] else ""
         lines.append(
