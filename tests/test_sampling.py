@@ -1,6 +1,8 @@
 """Sampling: config validation, the logits functions, the reference sampler and the fast engine."""
 
+import gc
 import shutil
+import weakref
 
 import pytest
 import torch
@@ -132,6 +134,7 @@ def test_compiled_engine_survives_more_refreshes_than_the_recompile_limit(monkey
     model = tiny_model(codebook=64, seed=2)
     config = SamplingConfig(top_k=1, cfg_scale=3.0)
     engine = FastEngine(model, OFFSET, 64, compile=True)
+    snapshots = []
     for _ in range(4):
         with torch.no_grad():
             for param in model.parameters():
@@ -139,6 +142,10 @@ def test_compiled_engine_survives_more_refreshes_than_the_recompile_limit(monkey
         engine.refresh()
         ref = reference_sample(model, COND, UNCOND, visual_offset=OFFSET, codebook_size=64, num_tokens=6, config=config)
         assert torch.equal(engine.sample(COND, UNCOND, num_tokens=6, config=config).codes, ref.codes)
+        snapshots.append(weakref.ref(engine.weights.layers[0].wqkv))
+    # The weights frozen into the replaced compiled steps are freed (not one copy per refresh).
+    gc.collect()
+    assert [s() is None for s in snapshots] == [True, True, True, False]
 
 
 def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 import types
+import weakref
 from collections.abc import Callable, Sequence
 
 import torch
@@ -54,6 +55,12 @@ class _Weights(torch.nn.Module):
         self.layers = torch.nn.ModuleList(layers)
 
 
+def _drop_compiled_entries(code: types.CodeType) -> None:
+    reset_code = getattr(torch._dynamo, "reset_code", None)
+    if reset_code is not None:
+        reset_code(code)
+
+
 class _CompiledStep(torch.nn.Module):
     """The one-token decode step as a module over the weight snapshot (what `torch.compile` wraps)."""
 
@@ -64,11 +71,13 @@ class _CompiledStep(torch.nn.Module):
         # Dynamo keeps its compiled entries on the code object of the function it compiles. With
         # one shared `forward` code, every engine and every `refresh()` (new frozen weights) would
         # add entries to the same list until dynamo's recompile limit (8) stopped compiling. A
-        # copy of the code per instance gives each compiled step a list of its own. (The old
-        # frozen weights still stay referenced after a refresh, apparently by inductor's compiled
-        # modules: measured with a weakref, not fixed.)
+        # copy of the code per instance gives each compiled step a list of its own.
         code = type(self).forward.__code__.replace()
         self.forward = types.MethodType(types.FunctionType(code, globals(), "forward"), self)
+        # Those entries hold the weights frozen into them as constants and outlive this module (one
+        # model copy per refresh or per dropped engine): drop them with it. `release()` does it now.
+        self.release = weakref.finalize(self, _drop_compiled_entries, code)
+        self.release.atexit = False
 
     def forward(self, ids, slots, start):
         engine = self._engine[0]
@@ -205,6 +214,8 @@ class FastEngine:
             layers=layers,
         )
         # A compiled step (frozen weights) or a captured graph holds the old weights: rebuild lazily.
+        if getattr(self, "_compiled", None) is not None:
+            self._compiled._orig_mod.release()
         self._compiled = None
         self._compiled_shapes: set[tuple] = set()  # step shapes the compiled step has seen
         self._graphs = {}
