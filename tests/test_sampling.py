@@ -60,6 +60,18 @@ def test_draw_follows_the_distribution():
     assert torch.allclose(freq, probs[0], atol=0.015)
 
 
+def test_draw_never_picks_a_code_of_probability_zero():
+    # Trailing zeros after top-k/top-p, and rows whose float sum is not exactly 1: the target is
+    # scaled by the row's own total, so no draw runs past the last non-zero code.
+    probs = torch.tensor([[0.3, 0.7 - 1e-6, 0.0, 0.0], [1e-7, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    generators = [torch.Generator().manual_seed(i) for i in range(3)]
+    for _ in range(2000):
+        codes = draw(probs, generators)
+        assert codes[0] in (0, 1) and codes[1] == 0 and codes[2] == 2
+    # Batched windows (B×W×K, as Jacobi draws them) give one code per row.
+    assert draw(probs[None].expand(2, 3, 4), None).shape == (2, 3)
+
+
 def test_padding_gives_the_same_codes_as_a_prompt_alone():
     model = tiny_model(codebook=64)
     config = SamplingConfig(top_k=1, cfg_scale=2.0)

