@@ -8,8 +8,8 @@ The sampling loop of every sampler is written with these, in this order:
 draws exactly from p (never a code of probability 0), works unchanged on one-hot (greedy)
 distributions and consumes the same random numbers for the same shapes, so two samplers that
 produce the same probabilities with the same generator produce the same codes. (It replaced an
-exponential race, argmax of p / E with E ~ Exp(1), whose K exponential draws per row took 56 µs of
-a 1 ms CPU decode step for 2,560 codes; the inversion takes about 9 µs.)
+exponential race, argmax of p / E with E ~ Exp(1), whose K exponential draws per row took about
+60 µs of a 1 ms CPU decode step for 2,560 codes; see docs/benchmarks.md.)
 """
 
 from __future__ import annotations
