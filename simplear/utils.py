@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -191,3 +192,10 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(ok)
+
+
+def format_down(value: float, digits: int) -> str:
+    """`value` with `digits` decimals, cut toward -inf instead of rounded: a printed figure is
+    never above what was measured (7.996x prints as 7.99x, not 8.00x)."""
+    scale = 10**digits
+    return f"{math.floor(value * scale + 1e-9) / scale:.{digits}f}"  # 1e-9: 0.29 * 100 is 28.999...

@@ -43,3 +43,14 @@ def test_a_failed_write_leaves_neither_result_nor_temporary(tmp_path):
             (tmp / "part").write_text("half")
             raise RuntimeError("killed mid-write")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_format_down_never_prints_above_the_measured_figure():
+    from simplear.utils import format_down
+
+    assert format_down(7.996, 2) == "7.99"  # rounding would claim 8.00
+    assert format_down(0.29, 2) == "0.29"  # 0.29 * 100 is 28.999... in floats
+    assert format_down(0.30265, 4) == "0.3026"
+    assert format_down(1966.72, 1) == "1966.7"
+    assert format_down(256.0, 0) == "256"
+    assert format_down(-0.0051, 3) == "-0.006"  # toward -inf

@@ -65,6 +65,7 @@ def _progress(done: int, total: int) -> None:
 
 def _geneval(args) -> int:
     from simplear.eval.exports import export_geneval, read_prompt_file, shapes_prompts
+    from simplear.utils import format_down
 
     config = _config(args, args.images_per_prompt)
     read_prompt_file(args.prompts)  # fail on a bad file before loading the model
@@ -73,8 +74,8 @@ def _geneval(args) -> int:
           f"{summary['images_per_prompt']} images; {summary['skipped_prompts']} already done)")
     made = summary["sampling"]
     if made.get("tokens_per_forward"):
-        print(f"sampling ({args.sampler}, {made['images']} new images): {made['tokens_per_forward']:.2f} image "
-              f"tokens per forward pass, {made['seconds_per_image']:.3f} s per image")
+        print(f"sampling ({args.sampler}, {made['images']} new images): {format_down(made['tokens_per_forward'], 2)} "
+              f"image tokens per forward pass, {format_down(made['seconds_per_image'], 3)} s per image")
     scorable, why = shapes_prompts(args.prompts)
     if not scorable:
         print("not scored: these prompts are outside ShapesWorld's vocabulary, so scoring needs GenEval's "

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from simplear.eval.judge import JudgeConfig, judge, validate_metadata
-from simplear.utils import atomic_write_text
+from simplear.utils import atomic_write_text, format_down
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -149,14 +149,14 @@ def score_folder(folder: str | os.PathLike, config: ScoreConfig | None = None) -
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """The summary as a small text table (tags in GenEval's order, then any others)."""
+    """The summary as a small text table (tags in GenEval's order, then any others; truncated)."""
     from simplear.eval.judge import TAGS
 
     order = [t for t in TAGS if t in summary["tags"]] + sorted(set(summary["tags"]) - set(TAGS))
     lines = [f"{'tag':<15}{'accuracy':>10}{'images':>8}"]
     for tag in order:
-        lines.append(f"{tag:<15}{summary['tags'][tag]:>10.4f}{summary['counts'].get(tag, 0):>8}")
-    lines.append(f"{'overall':<15}{summary['overall']:>10.4f}{summary['images']:>8}")
+        lines.append(f"{tag:<15}{format_down(summary['tags'][tag], 4):>10}{summary['counts'].get(tag, 0):>8}")
+    lines.append(f"{'overall':<15}{format_down(summary['overall'], 4):>10}{summary['images']:>8}")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from simplear.sampling.config import SamplingConfig
+from simplear.utils import format_down
 
 SAMPLERS = ("baseline", "reference", "engine", "jacobi")
 # Random stand-ins: (text vocabulary, codebook, downsampling, default image size).
@@ -241,7 +242,7 @@ def run_sampling_benchmark(config: BenchConfig, log=None) -> dict:
 
 
 def format_table(result: dict) -> str:
-    """A plain-text table of the rows for the terminal and docs/benchmarks.md."""
+    """A plain-text table of the rows for the terminal and docs/benchmarks.md (figures truncated)."""
     head = f"{'sampler':<10} {'batch':>5} {'tok/s':>10} {'s/image':>9} {'passes/img':>10} {'tok/pass':>8} {'peak MB':>9}"
     st = result["settings"]
     sampling = (f"sampling: CFG {st['cfg_scale']}, temperature {st['temperature']}, top-k {st['top_k']}, "
@@ -250,12 +251,13 @@ def format_table(result: dict) -> str:
     for r in result["rows"]:
         mark = "*" if r["extrapolated"] else ""
         lines.append(
-            f"{r['sampler']:<10} {r['batch']:>5} {r['image_tokens_per_second']:>10.1f} "
-            f"{r['seconds_per_image']:>8.3f}{mark:1} {r['forward_passes_per_image']:>10.0f} "
-            f"{r.get('mean_tokens_per_forward', r['tokens_per_forward']):>8.2f} {r['peak_memory_mb']:>9.0f}"
+            f"{r['sampler']:<10} {r['batch']:>5} {format_down(r['image_tokens_per_second'], 1):>10} "
+            f"{format_down(r['seconds_per_image'], 3):>8}{mark:1} {format_down(r['forward_passes_per_image'], 0):>10} "
+            f"{format_down(r.get('mean_tokens_per_forward', r['tokens_per_forward']), 2):>8} "
+            f"{format_down(r['peak_memory_mb'], 0):>9}"
         )
     if any(r["extrapolated"] for r in result["rows"]):
         lines.append("* measured on the first tokens, extrapolated to a whole image")
     for key, value in result["speedups"].items():
-        lines.append(f"{key}: {value:.2f}x")
+        lines.append(f"{key}: {format_down(value, 2)}x")
     return "\n".join(lines)

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from simplear.utils import atomic_path, atomic_write_json, atomic_write_text
+from simplear.utils import atomic_path, atomic_write_json, atomic_write_text, format_down
 
 STAGES = ("data", "tokenizer", "tokens", "pretrain", "sft", "grpo")
 # Fixed prompts for the per-stage sample grids (the model card's picture).
@@ -363,7 +362,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
 
 def _down(value: float) -> str:
     """3 decimals, truncated toward -inf: a reported score is never rounded up."""
-    return f"{math.floor(value * 1000 + 1e-9) / 1000:.3f}"  # 1e-9: 0.29 * 1000 is 289.999...
+    return format_down(value, 3)
 
 
 def _target_line(t: dict) -> str:
