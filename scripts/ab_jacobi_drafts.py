@@ -18,6 +18,7 @@ from simplear.bundle import load_bundle
 from simplear.sampling.config import SamplingConfig
 from simplear.sampling.engine import FastEngine
 from simplear.sampling.jacobi import jacobi_sample
+from simplear.utils import format_down
 
 PROMPTS = ["a photo of two red circles", "a blue square left of a green star", "three yellow hearts",
            "a photo of a purple triangle", "a photo of four orange crosses"]
@@ -45,5 +46,5 @@ if __name__ == "__main__":
                                     grid_width=grid_width)
                 per_image += out.stats["tokens_per_forward_per_image"]
             print(f"{name} settings (CFG {config.cfg_scale}, T {config.temperature}), {start} drafts: "
-                  f"{sum(per_image) / len(per_image):.3f} tokens per pass per image "
+                  f"{format_down(sum(per_image) / len(per_image), 3)} tokens per pass per image "
                   f"({len(per_image)} images, {time.perf_counter() - started:.0f} s)", flush=True)

@@ -12,7 +12,7 @@ pass's p (the Jacobi update, keeping their q), and the window is topped up with 
 A new draft has no distribution of its own yet. SJD starts it uniform (or random); images repeat
 vertically, so when the grid's width is known a new draft is instead the code one row above it
 (q = one-hot on that code, accepted with probability p(code)). Any proposal keeps the output
-exact; this one lifts acceptance (on the default model from 2.15 to 2.64 codes per pass).
+exact; this one lifts acceptance (on the default model from 2.15 to 2.60 codes per pass).
 
 Unlike SimpleAR's released SJD, the KV cache of the accepted prefix is kept: only the window is
 recomputed, written at each image's own cache columns (images in a batch advance at their own
