@@ -76,7 +76,7 @@ def next_drafts(
     in the first row, it is drawn uniformly. Returns (drafts long B×W, q B×W×K).
     """
     num, width, size = from_pass.shape
-    q = torch.where(fresh[..., None], from_pass, torch.full_like(from_pass, 1.0 / size))
+    q = torch.where(fresh[..., None], from_pass, 1.0 / size)
     drafts = draw(q, generator)
     if grid_width is None:
         return drafts, q
@@ -89,8 +89,10 @@ def next_drafts(
         in_window = ~fresh[:, cols] & (above[:, cols] >= done[:, None])
         drafts[:, cols] = torch.where(in_window, row_above, drafts[:, cols])
         copied[:, cols] |= in_window
-    one_hot = torch.nn.functional.one_hot(drafts, size).to(q.dtype)
-    return drafts, torch.where(copied[..., None], one_hot, q)
+    # q of a copied slot: one-hot on its code (in place: q is this call's own tensor).
+    q.masked_fill_(copied[..., None], 0.0)
+    q.scatter_add_(-1, drafts[..., None], copied[..., None].to(q.dtype))
+    return drafts, q
 
 
 @torch.inference_mode()
