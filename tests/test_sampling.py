@@ -160,6 +160,26 @@ def test_compiled_engine_survives_more_refreshes_than_the_recompile_limit(monkey
     assert [s() is None for s in snapshots] == [True, True, True, False]
 
 
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_engine_samples_inside_the_graph_with_the_reference_random_numbers():
+    # On CPU the compiled step also applies CFG, temperature, top-k/top-p and the draw, taking its
+    # uniform numbers from the same generators in the same order as `draw`: with equal seeds the
+    # codes equal the reference sampler's (an exact tie at a CDF boundary is the only way not to).
+    model = tiny_model(codebook=64, seed=3)
+    engine = FastEngine(model, OFFSET, 64, compile=True)
+    configs = [SamplingConfig(cfg_scale=3.0, temperature=0.9), SamplingConfig(cfg_scale=2.0, temperature=1.3),
+               SamplingConfig(cfg_scale=4.0, top_p=0.8, top_k=20), SamplingConfig(cfg_scale=1.0, temperature=0.7)]
+    for config in configs:
+        kwargs = dict(num_tokens=12, config=config)
+        ref = reference_sample(model, COND, UNCOND, visual_offset=OFFSET, codebook_size=64,
+                               generator=[torch.Generator().manual_seed(i) for i in (5, 6)], **kwargs)
+        fast = engine.sample(COND, UNCOND, generator=[torch.Generator().manual_seed(i) for i in (5, 6)], **kwargs)
+        assert torch.equal(fast.codes, ref.codes), config
+    # New CFG scales and temperatures reuse a compiled step; what shapes the graph makes another.
+    assert len(engine._decoders) == 3
+
+
 def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
     import torch._inductor.cpp_builder as cpp_builder
 

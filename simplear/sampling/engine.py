@@ -10,7 +10,9 @@ What makes it fast (after gpt-fast), none of which changes the computed function
 - CFG as one doubled batch; on CUDA the one-token step is captured once as a CUDA graph (and
   optionally `torch.compile`d) and replayed, so a step costs one launch instead of hundreds;
 - `compile=True` on CPU: the step compiled with its weights frozen as constants, matrix products
-  autotuned between inductor's C++ GEMM kernels and BLAS, and attention as fused reductions.
+  autotuned between inductor's C++ GEMM kernels and BLAS, and attention as fused reductions; the
+  sampling (CFG, temperature, top-k/top-p, the draw) runs inside the same graph, with the uniform
+  numbers drawn outside from the caller's generators, so equal seeds still give equal codes.
 
 The engine moves token ids only; it knows nothing about text. `forward(ids, slots, start)` is
 the one primitive (prefill, one-token decode and Jacobi's ragged blocks all use it); the weights
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 
 from simplear.sampling.batch import check_vocab, make_prompt_batch
 from simplear.sampling.config import SamplingConfig
-from simplear.sampling.logits import Generators, draw, probs_from_logits, split_cfg
+from simplear.sampling.logits import Generators, draw, invert_cdf, probs_from_logits, split_cfg, uniform
 from simplear.sampling.result import SampleResult
 
 
@@ -82,6 +84,40 @@ class _CompiledStep(torch.nn.Module):
     def forward(self, ids, slots, start):
         engine = self._engine[0]
         return engine._forward(self.weights, ids, slots, start, engine.cache_length).float()
+
+
+class _Knobs:
+    """A `SamplingConfig` as the compiled decode step reads it: the fields that shape the graph as
+    Python values, the numbers as elements of a tensor (a plain class: dynamo traces it)."""
+
+    def __init__(self, structure: tuple, values: torch.Tensor):
+        self.uses_cfg, self.greedy, self.top_k, filters_top_p = structure
+        self.cfg_scale, self.temperature = values[0], values[1]
+        self.top_p = values[2] if filters_top_p else 1.0
+
+
+class _CompiledDecode(_CompiledStep):
+    """One whole decoding step: the previous codes in, the next codes out.
+
+    The step, CFG, temperature/top-k/top-p and the draw (`invert_cdf` with uniform numbers drawn
+    outside, from the same generators in the same order as `draw`) in one compiled graph, so the
+    sampling ops between steps cost no Python dispatch. `structure` (CFG on, greedy, top-k, top-p
+    on) shapes the graph; the numbers (CFG scale, temperature, top-p) come in as a tensor, so new
+    values reuse the compiled step.
+    """
+
+    def __init__(self, engine: FastEngine, structure: tuple):
+        super().__init__(engine)
+        self.structure = structure
+
+    def forward(self, prev, slots, start, u, values):
+        engine = self._engine[0]
+        ids = prev + engine.visual_offset
+        if self.structure[0]:  # CFG
+            ids = torch.cat([ids, ids])
+        logits = engine._forward(self.weights, ids[:, None], slots, start, engine.cache_length)[:, -1].float()
+        config = _Knobs(self.structure, values)
+        return invert_cdf(probs_from_logits(split_cfg(logits, config), config), u)
 
 
 # Inductor options for the compiled step on CPU: weights folded in as constants (`freezing`) and
@@ -214,10 +250,12 @@ class FastEngine:
             layers=layers,
         )
         # A compiled step (frozen weights) or a captured graph holds the old weights: rebuild lazily.
-        if getattr(self, "_compiled", None) is not None:
-            self._compiled._orig_mod.release()
+        for compiled in [getattr(self, "_compiled", None), *getattr(self, "_decoders", {}).values()]:
+            if compiled is not None:
+                compiled._orig_mod.release()
         self._compiled = None
-        self._compiled_shapes: set[tuple] = set()  # step shapes the compiled step has seen
+        self._decoders: dict[tuple, Callable] = {}  # sampling structure -> compiled decode step (CPU)
+        self._compiled_shapes: set[tuple] = set()  # (module, shapes) the compiled steps have seen
         self._graphs = {}
 
     @torch.no_grad()
@@ -317,14 +355,17 @@ class FastEngine:
             self._compiled = torch.compile(_CompiledStep(self).eval(), dynamic=False)
         if self.device.type != "cpu":
             return self._compiled(ids, slots, start)
-        shape = (tuple(ids.shape), self._cache_key, self._cos.shape[0])
+        return self._call_compiled_cpu(self._compiled, ids, slots, start)
+
+    def _call_compiled_cpu(self, compiled, ids, *args):
+        shape = (id(compiled), tuple(ids.shape), self._cache_key, self._cos.shape[0])
         if shape in self._compiled_shapes:
             # Everything dynamo's guards check per call is fixed for a compiled shape (the shape
             # key above holds the rest; `refresh()` makes a new compiled step), so evaluate only
             # the guards that tell this code's compiled entries apart: a full check costs about
             # 6% of a CPU step.
             with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-                return self._compiled(ids, slots, start)
+                return compiled(ids, *args)
         # Inductor reads `freezing` from its global config (passing it in `torch.compile`'s
         # options has no effect in torch 2.13), so set the options around the call that compiles:
         # the first one of each shape. Not around every call: a config patch costs 50-80 µs
@@ -332,9 +373,17 @@ class FastEngine:
         import torch._inductor.config as inductor_config
 
         with inductor_config.patch(_CPU_COMPILE_OPTIONS):
-            out = self._compiled(ids, slots, start)
+            out = compiled(ids, *args)
         self._compiled_shapes.add(shape)
         return out
+
+    def _decode_step(self, prev, slots, start, u, values, config: SamplingConfig) -> torch.Tensor:
+        """The next codes (B) after codes `prev` (B), sampled in the compiled graph (CPU compile)."""
+        structure = (config.uses_cfg, config.greedy, config.top_k, config.top_p < 1.0)
+        decoder = self._decoders.get(structure)
+        if decoder is None:
+            decoder = self._decoders[structure] = torch.compile(_CompiledDecode(self, structure).eval(), dynamic=False)
+        return self._call_compiled_cpu(decoder, prev, slots, start, u, values)
 
     # -- steps ---------------------------------------------------------------------------
     def step(self, ids: torch.Tensor, slots: torch.Tensor, start: torch.Tensor, kv_len: int) -> torch.Tensor:
@@ -395,20 +444,8 @@ class FastEngine:
         slots = torch.arange(length, device=self.device)[None].expand(rows, length)
         logits = self.forward(batch.ids, slots, batch.start, kv_len=length)[:, -1]
         slot = torch.full((rows, 1), length, dtype=torch.long, device=self.device)
-        for step in range(num_tokens):
-            # 2. CFG, filters and the draw: the same pure functions as the reference sampler.
-            probs = probs_from_logits(split_cfg(logits, config), config)
-            codes[:, step] = draw(probs, generator)
-            if progress is not None:
-                progress(codes, step + 1, num_tokens)
-            if step + 1 == num_tokens:
-                break
-            next_ids = codes[:, step] + self.visual_offset
-            if config.uses_cfg:
-                next_ids = torch.cat([next_ids, next_ids])
-            # 3. One token per row at the next cache column.
-            logits = self.step(next_ids[:, None], slot, batch.start, length + step + 1)[:, -1]
-            slot = slot + 1
+        decode = self._decode_fused if self.compile and self.device.type == "cpu" else self._decode
+        decode(logits, codes, slot, batch.start, length, generator, config, progress)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         stats = {
@@ -419,3 +456,36 @@ class FastEngine:
             "seconds": time.perf_counter() - started,
         }
         return SampleResult(codes, stats)
+
+    def _decode(self, logits, codes, slot, start, length, generator, config, progress) -> None:
+        # Fill `codes` (B×N) from the prefill's last logits, one token per row per step.
+        num_tokens = codes.shape[1]
+        for step in range(num_tokens):
+            # CFG, filters and the draw: the same pure functions as the reference sampler.
+            probs = probs_from_logits(split_cfg(logits, config), config)
+            codes[:, step] = draw(probs, generator)
+            if progress is not None:
+                progress(codes, step + 1, num_tokens)
+            if step + 1 == num_tokens:
+                break
+            next_ids = codes[:, step] + self.visual_offset
+            if config.uses_cfg:
+                next_ids = torch.cat([next_ids, next_ids])
+            # One token per row at the next cache column.
+            logits = self.step(next_ids[:, None], slot, start, length + step + 1)[:, -1]
+            slot = slot + 1
+
+    def _decode_fused(self, logits, codes, slot, start, length, generator, config, progress) -> None:
+        # `_decode` with each step's sampling inside the compiled graph (CPU compile): the same
+        # uniform numbers from the same generators in the same order as `draw` takes them.
+        num_images, num_tokens = codes.shape
+        values = torch.tensor([config.cfg_scale, config.temperature, config.top_p], dtype=torch.float32)
+        codes[:, 0] = draw(probs_from_logits(split_cfg(logits, config), config), generator)
+        for step in range(1, num_tokens + 1):
+            if progress is not None:
+                progress(codes, step, num_tokens)
+            if step == num_tokens:
+                break
+            u = uniform((num_images, 1), generator, self.device)
+            codes[:, step] = self._decode_step(codes[:, step - 1], slot, start, u, values, config)
+            slot += 1

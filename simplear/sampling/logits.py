@@ -57,7 +57,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Nucleus filter: keep the smallest most-likely set whose probability reaches p."""
-    if p >= 1.0:
+    if not isinstance(p, torch.Tensor) and p >= 1.0:  # a tensor p (the compiled step's) always filters
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     sorted_probs = sorted_logits.softmax(dim=-1)
@@ -99,9 +99,15 @@ def draw(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
     past the last code nor land on a code of probability 0. With one generator per image, row b's
     number comes from generator b alone.
     """
+    return invert_cdf(probs, uniform(tuple(probs.shape[:-1]) + (1,), generator, probs.device))
+
+
+def invert_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """`draw` with its uniform numbers given (u: B×…×1): the first code whose cumulative
+    probability exceeds u · total. Written as a count (`cdf <= target` summed, which for a
+    non-decreasing cdf is `searchsorted(..., right=True)`), so `torch.compile` fuses it."""
     cdf = probs.cumsum(dim=-1)
-    u = uniform(tuple(probs.shape[:-1]) + (1,), generator, probs.device)
-    code = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)[..., 0]
+    code = (cdf <= u * cdf[..., -1:]).sum(dim=-1)
     return code.clamp(max=probs.shape[-1] - 1)  # only NaN probabilities could reach K
 
 
