@@ -178,6 +178,16 @@ def test_compiled_engine_samples_inside_the_graph_with_the_reference_random_numb
         assert torch.equal(fast.codes, ref.codes), config
     # New CFG scales and temperatures reuse a compiled step; what shapes the graph makes another.
     assert len(engine._decoders) == 3
+    # The CFG-off config reallocated the cache (2 rows); now 4 rows of 17 columns again, with
+    # another prompt (3 + 14 columns instead of 5 + 12), through the known-shape fast path: the
+    # compiled step must read the cache this prompt was prefilled into (it once read the first
+    # cache of that size, still holding the old prompt), and not assume the old token count.
+    cond, uncond = [[1, 2, 3], [4, 5, 6]], [[9], [10]]
+    kwargs = dict(num_tokens=14, config=configs[0])
+    ref = reference_sample(model, cond, uncond, visual_offset=OFFSET, codebook_size=64,
+                           generator=[torch.Generator().manual_seed(i) for i in (8, 9)], **kwargs)
+    fast = engine.sample(cond, uncond, generator=[torch.Generator().manual_seed(i) for i in (8, 9)], **kwargs)
+    assert engine._cache_key == (4, 17) and torch.equal(fast.codes, ref.codes)
 
 
 def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):

@@ -214,6 +214,7 @@ class FastEngine:
             _check_cpp_compiler()
         self._cos = self._sin = None
         self._cache_key = None
+        self._cache_pool: dict[tuple, tuple] = {}  # (rows, length) -> its KV cache (CPU compile)
         self.refresh()
 
     # -- weights -------------------------------------------------------------------------
@@ -274,12 +275,25 @@ class FastEngine:
         if self._cache_key == (rows, length):
             return
         self._graphs = {}
-        self.k_cache = self.v_cache = None  # free the old cache before making the new one
-        shape = (rows, self.num_kv_heads, length, self.head_dim)
-        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.weights.layers]
-        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.weights.layers]
-        self._cache_key = (rows, length)
+        key = (rows, length)
+        if self.compile and self.device.type == "cpu":
+            # A compiled step keeps reading the cache tensors it was compiled with, and known step
+            # shapes skip the guards that would notice new ones: a cache size seen before must get
+            # its very tensors back (they are alive anyway, held by the compiled step).
+            if key not in self._cache_pool:
+                self._cache_pool[key] = self._new_cache(rows, length)
+            self.k_cache, self.v_cache = self._cache_pool[key]
+        else:
+            self.k_cache = self.v_cache = None  # free the old cache before making the new one
+            self.k_cache, self.v_cache = self._new_cache(rows, length)
+        self._cache_key = key
         self._rope_table(length)
+
+    def _new_cache(self, rows: int, length: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        shape = (rows, self.num_kv_heads, length, self.head_dim)
+        layers = range(len(self.weights.layers))
+        return ([torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers],
+                [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers])
 
     @property
     def cache_length(self) -> int:
@@ -478,14 +492,18 @@ class FastEngine:
     def _decode_fused(self, logits, codes, slot, start, length, generator, config, progress) -> None:
         # `_decode` with each step's sampling inside the compiled graph (CPU compile): the same
         # uniform numbers from the same generators in the same order as `draw` takes them.
+        # The codes go in as their own contiguous tensor, not as a column view of `codes`: known
+        # step shapes skip dynamo's guards, so an input's strides must not depend on the length.
         num_images, num_tokens = codes.shape
         values = torch.tensor([config.cfg_scale, config.temperature, config.top_p], dtype=torch.float32)
-        codes[:, 0] = draw(probs_from_logits(split_cfg(logits, config), config), generator)
+        prev = draw(probs_from_logits(split_cfg(logits, config), config), generator)
+        codes[:, 0] = prev
         for step in range(1, num_tokens + 1):
             if progress is not None:
                 progress(codes, step, num_tokens)
             if step == num_tokens:
                 break
             u = uniform((num_images, 1), generator, self.device)
-            codes[:, step] = self._decode_step(codes[:, step - 1], slot, start, u, values, config)
+            prev = self._decode_step(prev, slot, start, u, values, config)
+            codes[:, step] = prev
             slot += 1
