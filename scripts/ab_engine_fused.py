@@ -11,37 +11,17 @@ use the same random numbers, so they must draw the same codes (asserted). Used f
 figures in docs/benchmarks.md.
 """
 
-import argparse
-import time
-
-import torch
-from profile_engine_sample import default_model_sampler  # scripts/ is on sys.path when run as a script
+from profile_engine_sample import alternate  # scripts/ is on sys.path when run as a script
 
 from simplear.sampling.engine import FastEngine
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=4)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    sample, _ = default_model_sampler(torch.float32, compile=True)
     fused = FastEngine._decode_fused
-    variants = {"sampling in the graph": fused, "sampling between calls": FastEngine._decode}
-    first = None
-    for decode in variants.values():  # compile both
-        FastEngine._decode_fused = decode
-        codes = sample().codes
-        first = codes if first is None else first
-        assert torch.equal(codes, first)
-    times = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, decode in variants.items():
+
+    def use(decode):
+        def switch_on():
             FastEngine._decode_fused = decode
-            began = time.perf_counter()
-            out = sample()
-            times[name].append(time.perf_counter() - began)
-            assert torch.equal(out.codes, first)
+        return switch_on
+
+    alternate(__doc__, {"sampling in the graph": use(fused), "sampling between calls": use(FastEngine._decode)})
     FastEngine._decode_fused = fused
-    for name, values in times.items():
-        print(f"{name:>22}: " + " ".join(f"{v:.3f}" for v in values) + f"  fastest {min(values):.3f} s/image")

@@ -9,31 +9,19 @@ switch replaced by a no-op), printing seconds per image of each round and the fa
 Both must draw the same codes (asserted). Used for the engine figures in docs/benchmarks.md.
 """
 
-import argparse
 import contextlib
-import time
 
 import torch
-from profile_engine_sample import default_model_sampler  # scripts/ is on sys.path when run as a script
+from profile_engine_sample import alternate  # scripts/ is on sys.path when run as a script
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=4)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    sample, _ = default_model_sampler(torch.float32, compile=True)
-    first = sample()  # compiles
     skip_stance = torch.compiler.set_stance
-    times = {"full guard check": [], "known shapes skip it": []}
-    for _ in range(args.rounds):
-        for name in times:
-            torch.compiler.set_stance = skip_stance if name.startswith("known") else (
-                lambda *a, **k: contextlib.nullcontext())
-            began = time.perf_counter()
-            out = sample()
-            times[name].append(time.perf_counter() - began)
-            assert torch.equal(out.codes, first.codes)
+
+    def use(stance):
+        def switch_on():
+            torch.compiler.set_stance = stance
+        return switch_on
+
+    alternate(__doc__, {"full guard check": use(lambda *a, **k: contextlib.nullcontext()),
+                        "known shapes skip it": use(skip_stance)})
     torch.compiler.set_stance = skip_stance
-    for name, values in times.items():
-        print(f"{name:>22}: " + " ".join(f"{v:.3f}" for v in values) + f"  fastest {min(values):.3f} s/image")

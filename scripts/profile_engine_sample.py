@@ -31,6 +31,35 @@ def default_model_sampler(dtype: torch.dtype = torch.float32, compile: bool = Tr
     return sample, rows * cols
 
 
+def alternate(doc: str, variants: dict) -> None:
+    """The A/B scripts' runner: `--threads` / `--rounds` from the command line, the compiled default
+    model, one warm-up image per variant (a function that switches the variant on), then
+    alternating timed rounds; every image must equal the first one's
+    codes. Prints seconds per image of each round and the fastest of each variant."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sample, _ = default_model_sampler(torch.float32, compile=True)
+    first = None
+    for switch_on in variants.values():  # compiles what each variant needs
+        switch_on()
+        codes = sample().codes
+        first = codes if first is None else first
+        assert torch.equal(codes, first)
+    times = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, switch_on in variants.items():
+            switch_on()
+            began = time.perf_counter()
+            out = sample()
+            times[name].append(time.perf_counter() - began)
+            assert torch.equal(out.codes, first)
+    for name, values in times.items():
+        print(f"{name:>22}: " + " ".join(f"{v:.3f}" for v in values) + f"  fastest {min(values):.3f} s/image")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
