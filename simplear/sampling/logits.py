@@ -108,7 +108,7 @@ def invert_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     non-decreasing cdf is `searchsorted(..., right=True)`), so `torch.compile` fuses it."""
     cdf = probs.cumsum(dim=-1)
     code = (cdf <= u * cdf[..., -1:]).sum(dim=-1)
-    return code.clamp(max=probs.shape[-1] - 1)  # only NaN probabilities could reach K
+    return code.clamp(max=probs.shape[-1] - 1)  # only u · total rounding up to the total could reach K
 
 
 def uniform(shape: tuple[int, ...], generator: Generators, device) -> torch.Tensor:
