@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from simplear.utils import atomic_path, atomic_write_text
+from simplear.utils import atomic_path, atomic_write_text, format_down
 
 CARD_FILE = "MODEL_CARD.md"
 # Stages with a sample grid, in order (the grids are written by recipe.evaluate_stage).
@@ -61,7 +61,7 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 
 def write_model_card(root: str | Path, command: str) -> Path:
     """Write `DIR/MODEL_CARD.md` (and its pictures) from a recipe run folder; returns its path."""
-    from simplear.train.recipe import GRID_PROMPTS, LEGACY, _down
+    from simplear.train.recipe import GRID_PROMPTS, LEGACY
 
     root = Path(root)
     stages = {p.stem: json.loads(p.read_text()) for p in sorted((root / "stages").glob("*.json"))}
@@ -115,8 +115,8 @@ def write_model_card(root: str | Path, command: str) -> Path:
                      f"image size {bundle_json.get('image_size')} px.\n\n")
     sweep = stages.get("sft", {}).get("sampling_sweep")
     if sweep:
-        rows = [{"cfg": c["cfg_scale"], "t": c["temperature"], "overall": _down(c["overall"]),
-                 "partial": _down(c["partial"])} for c in sweep["candidates"]]
+        rows = [{"cfg": c["cfg_scale"], "t": c["temperature"], "overall": format_down(c["overall"], 3),
+                 "partial": format_down(c["partial"], 3)} for c in sweep["candidates"]]
         parts.append(f"Chosen after SFT by the judge on {sweep['prompts']} prompts of another suite draw "
                      "(1 image each, other seeds); GRPO then optimised exactly this guided distribution:\n\n"
                      + _table(rows, [("CFG scale", "cfg"), ("temperature", "t"), ("overall", "overall"),

@@ -326,7 +326,7 @@ def stage_table(results: dict) -> tuple[list[dict], str]:
     lines = [head, "|" + "---|" * (len(TAGS) + 6)]
 
     def fmt(v):
-        return "–" if v is None else _down(v) if isinstance(v, float) else str(v)
+        return "–" if v is None else format_down(v, 3) if isinstance(v, float) else str(v)
 
     for r in rows:
         cells = [r["stage"], fmt(r["overall"])] + [fmt(r["tags"].get(t)) for t in TAGS]
@@ -360,13 +360,8 @@ def check_targets(rows: list[dict]) -> list[dict]:
     ]
 
 
-def _down(value: float) -> str:
-    """3 decimals, truncated toward -inf: a reported score is never rounded up."""
-    return format_down(value, 3)
-
-
 def _target_line(t: dict) -> str:
-    value = "not run" if t["value"] is None else _down(t["value"])
+    value = "not run" if t["value"] is None else format_down(t["value"], 3)
     verdict = "–" if t["met"] is None else "met" if t["met"] else "NOT met"
     return f"- {t['target']}: {value} ({verdict})\n"
 
