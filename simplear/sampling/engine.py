@@ -7,8 +7,10 @@ What makes it fast (after gpt-fast), none of which changes the computed function
 - a visual-only output head: the `lm_head` rows of the visual ids (a view, no copy), so the
   per-step head costs `codebook_size` rows instead of the whole vocabulary and nothing needs
   clamping;
-- CFG as one doubled batch; on CUDA the one-token step is captured once as a CUDA graph (and
-  optionally `torch.compile`d) and replayed, so a step costs one launch instead of hundreds;
+- CFG as one doubled batch; on CUDA the whole decoding step (the one-token forward, CFG,
+  temperature, top-k/top-p and the draw from uniform numbers drawn outside in the reference's
+  order) is captured once as a CUDA graph (of the `torch.compile`d step with `compile`) and
+  replayed, so a step costs one launch instead of hundreds;
 - `compile=True` on CPU: the step compiled with its weights frozen as constants, matrix products
   autotuned between inductor's C++ GEMM kernels and BLAS, and attention as fused reductions; the
   sampling (CFG, temperature, top-k/top-p, the draw) runs inside the same graph, with the uniform
@@ -21,6 +23,7 @@ are a snapshot taken at construction (call `refresh()` after changing the model)
 
 from __future__ import annotations
 
+import functools
 import time
 import types
 import weakref
@@ -106,9 +109,10 @@ class _CompiledDecode(_CompiledStep):
     values reuse the compiled step.
     """
 
-    def __init__(self, engine: FastEngine, structure: tuple):
+    def __init__(self, engine: FastEngine, structure: tuple, draw: bool = True):
         super().__init__(engine)
         self.structure = structure
+        self.draw = draw  # False: return the probabilities (the caller draws)
 
     def forward(self, prev, slots, start, u, values):
         engine = self._engine[0]
@@ -117,7 +121,14 @@ class _CompiledDecode(_CompiledStep):
             ids = torch.cat([ids, ids])
         logits = engine._forward(self.weights, ids[:, None], slots, start, engine.cache_length)[:, -1].float()
         config = _Knobs(self.structure, values)
-        return invert_cdf(probs_from_logits(split_cfg(logits, config), config), u)
+        probs = probs_from_logits(split_cfg(logits, config), config)
+        return invert_cdf(probs, u) if self.draw else probs
+
+
+def _draw_after(probs_step: Callable, prev, slots, start, u, values) -> torch.Tensor:
+    # On CUDA the draw runs eagerly after the compiled step (inside the same CUDA graph): inductor
+    # (torch 2.11) fails to generate its split cumulative sum over 64,000 codes for 16 rows.
+    return invert_cdf(probs_step(prev, slots, start, u, values), u)
 
 
 # Inductor options for the compiled step on CPU: weights folded in as constants (`freezing`) and
@@ -253,9 +264,9 @@ class FastEngine:
         # A compiled step (frozen weights) or a captured graph holds the old weights: rebuild lazily.
         for compiled in [getattr(self, "_compiled", None), *getattr(self, "_decoders", {}).values()]:
             if compiled is not None:
-                compiled._orig_mod.release()
+                getattr(compiled, "_orig_mod", compiled).release()
         self._compiled = None
-        self._decoders: dict[tuple, Callable] = {}  # sampling structure -> compiled decode step (CPU)
+        self._decoders: dict[tuple, Callable] = {}  # sampling structure -> decode step (graphed on CUDA)
         self._compiled_shapes: set[tuple] = set()  # (module, shapes) the compiled steps have seen
         self._graphs = {}
 
@@ -315,11 +326,12 @@ class FastEngine:
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
         # Eager CPU decoding: the BLAS matrix-vector form. Under torch.compile: plain `F.linear`,
         # the pattern inductor's GEMM templates recognise (weight as the packable operand).
-        compiling_cpu = self.device.type == "cpu" and torch.compiler.is_compiling()
-        linear = _linear_small if (self.device.type == "cpu" and rows * width <= 8 and not compiling_cpu) else F.linear
+        compiling = torch.compiler.is_compiling()
+        on_cpu = self.device.type == "cpu"
+        linear = _linear_small if (on_cpu and rows * width <= 8 and not compiling) else F.linear
         # Compiled on CPU, attention as broadcast-multiply-reduce: inductor fuses each into one
         # pass over the cache, where batched matmuls made it copy and repack the whole cache.
-        fused_attention = compiling_cpu
+        fused_attention = compiling and on_cpu
         group = heads // kv_heads
         x = F.embedding(ids, weights.top.embed)
         positions = (slots - start[:, None]).clamp(min=0)
@@ -392,11 +404,19 @@ class FastEngine:
         return out
 
     def _decode_step(self, prev, slots, start, u, values, config: SamplingConfig) -> torch.Tensor:
-        """The next codes (B) after codes `prev` (B), sampled in the compiled graph (CPU compile)."""
+        """The next codes (B) after codes `prev` (B), sampled in one graph: the compiled step on
+        CPU, a replayed CUDA graph (of the compiled step with `compile`) on CUDA."""
         structure = (config.uses_cfg, config.greedy, config.top_k, config.top_p < 1.0)
         decoder = self._decoders.get(structure)
         if decoder is None:
-            decoder = self._decoders[structure] = torch.compile(_CompiledDecode(self, structure).eval(), dynamic=False)
+            on_cpu = self.device.type == "cpu"
+            decoder = _CompiledDecode(self, structure, draw=on_cpu).eval()
+            if self.compile:
+                decoder = torch.compile(decoder, dynamic=False)
+            self._decoders[structure] = decoder
+        if self.cuda_graphs:
+            step = functools.partial(_draw_after, decoder)
+            return self._replay((structure, tuple(prev.shape)), step, prev, slots, start, u, values)
         return self._call_compiled_cpu(decoder, prev, slots, start, u, values)
 
     # -- steps ---------------------------------------------------------------------------
@@ -404,33 +424,38 @@ class FastEngine:
         """`forward` for decoding (R×T tokens with T fixed per loop): a replayed CUDA graph per T
         on CUDA, the compiled step with `compile`, else eager attention over `kv_len` columns."""
         if self.cuda_graphs:
-            entry = self._graphs.get(ids.shape)
-            if entry is None:
-                entry = self._graphs[ids.shape] = self._capture(ids, slots, start)
-            static_ids, static_slots, static_start, graph, out = entry
-            static_ids.copy_(ids)
-            static_slots.copy_(slots)
-            static_start.copy_(start)
-            graph.replay()
-            return out
+            return self._replay(tuple(ids.shape), self._step, ids, slots, start)
         if self.compile:
             return self._step(ids, slots, start)
         return self._forward(self.weights, ids, slots, start, kv_len).float()
 
-    def _capture(self, ids, slots, start):
+    def _replay(self, key, fn: Callable, *args: torch.Tensor) -> torch.Tensor:
+        """`fn(*args)` as a CUDA graph, captured on the first call of each `key` (shapes), then
+        replayed with the arguments copied into the graph's own input tensors."""
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._graphs[key] = self._capture(fn, args)
+        static, graph, out = entry
+        for mine, given in zip(static, args):
+            if mine.data_ptr() != given.data_ptr():
+                mine.copy_(given)
+        graph.replay()
+        return out
+
+    def _capture(self, fn: Callable, args: tuple) -> tuple:
         # Warm up on a side stream (as torch.cuda.graphs requires), then record the step once.
         # The warm-up writes this very step's keys/values, which the replay rewrites identically.
-        static = (ids.clone(), slots.clone(), start.clone())
+        static = tuple(a.clone() for a in args)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(3):
-                self._step(*static)
+                fn(*static)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = self._step(*static)
-        return (*static, graph, out)
+            out = fn(*static)
+        return static, graph, out
 
     @torch.inference_mode()
     def sample(
@@ -458,7 +483,8 @@ class FastEngine:
         slots = torch.arange(length, device=self.device)[None].expand(rows, length)
         logits = self.forward(batch.ids, slots, batch.start, kv_len=length)[:, -1]
         slot = torch.full((rows, 1), length, dtype=torch.long, device=self.device)
-        decode = self._decode_fused if self.compile and self.device.type == "cpu" else self._decode
+        fused = self.cuda_graphs or (self.compile and self.device.type == "cpu")
+        decode = self._decode_fused if fused else self._decode
         decode(logits, codes, slot, batch.start, length, generator, config, progress)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -490,12 +516,13 @@ class FastEngine:
             slot = slot + 1
 
     def _decode_fused(self, logits, codes, slot, start, length, generator, config, progress) -> None:
-        # `_decode` with each step's sampling inside the compiled graph (CPU compile): the same
+        # `_decode` with each step's sampling inside the graph (CPU compile, CUDA graphs): the same
         # uniform numbers from the same generators in the same order as `draw` takes them.
         # The codes go in as their own contiguous tensor, not as a column view of `codes`: known
         # step shapes skip dynamo's guards, so an input's strides must not depend on the length.
         num_images, num_tokens = codes.shape
-        values = torch.tensor([config.cfg_scale, config.temperature, config.top_p], dtype=torch.float32)
+        values = torch.tensor([config.cfg_scale, config.temperature, config.top_p], dtype=torch.float32,
+                              device=self.device)
         prev = draw(probs_from_logits(split_cfg(logits, config), config), generator)
         codes[:, 0] = prev
         for step in range(1, num_tokens + 1):
