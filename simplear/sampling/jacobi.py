@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from simplear.sampling.batch import make_prompt_batch
 from simplear.sampling.config import SamplingConfig
 from simplear.sampling.engine import FastEngine
-from simplear.sampling.logits import Generators, draw, probs_from_logits, split_cfg, uniform
+from simplear.sampling.logits import Generators, draw, invert_cdf, probs_from_logits, split_cfg, uniform
 from simplear.sampling.result import SampleResult
 
 DEFAULT_WINDOW = 16
@@ -47,10 +48,17 @@ def verify_drafts(
     position `accepted`, drawn from the residual or, when all W were kept, from p[:, W]).
     """
     num, width = drafts.shape
+    u_keep = uniform((num, width), generator, p.device)
+    return _verify(p, q, drafts, u_keep, uniform((num, 1), generator, p.device))
+
+
+def _verify(p, q, drafts, u_keep: torch.Tensor, u_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # `verify_drafts` with its uniform numbers given: u_keep B×W for the tests, u_next B×1 for the draw.
+    num, width = drafts.shape
     p_draft = p[:, :width].gather(-1, drafts[..., None])[..., 0]
     q_draft = q.gather(-1, drafts[..., None])[..., 0]
     # u < p/q written without a division (q(d) > 0 for any drawn d).
-    keep = uniform((num, width), generator, p.device) * q_draft < p_draft
+    keep = u_keep * q_draft < p_draft
     accepted = keep.long().cumprod(dim=1).sum(dim=1)
     rows = torch.arange(num, device=p.device)
     p_next = p[rows, accepted]
@@ -60,7 +68,7 @@ def verify_drafts(
     # A rejection implies p(d) < q(d), hence mass > 0; the guard only covers float round-off.
     use_residual = (accepted < width)[:, None] & (mass > 0)
     target = torch.where(use_residual, residual / mass.clamp(min=1e-30), p_next)
-    return accepted, draw(target, generator)
+    return accepted, invert_cdf(target, u_next)
 
 
 def next_drafts(
@@ -75,9 +83,15 @@ def next_drafts(
     windows longer than a row, the draft of the slot one row earlier. Without a grid width, or
     in the first row, it is drawn uniformly. Returns (drafts long B×W, q B×W×K).
     """
+    u = uniform(tuple(from_pass.shape[:-1]) + (1,), generator, from_pass.device)
+    return _next_drafts(from_pass, fresh, buffer, done, grid_width, u)
+
+
+def _next_drafts(from_pass, fresh, buffer, done, grid_width: int | None, u: torch.Tensor):
+    # `next_drafts` with its uniform numbers (B×W×1) given.
     num, width, size = from_pass.shape
     q = torch.where(fresh[..., None], from_pass, 1.0 / size)
-    drafts = draw(q, generator)
+    drafts = invert_cdf(q, u)
     if grid_width is None:
         return drafts, q
     above = done[:, None] + torch.arange(width, device=done.device) - grid_width
@@ -93,6 +107,80 @@ def next_drafts(
     q.masked_fill_(copied[..., None], 0.0)
     q.scatter_add_(-1, drafts[..., None], copied[..., None].to(q.dtype))
     return drafts, q
+
+
+@dataclass
+class _Window:
+    """What one Jacobi pass reads and updates in place (fixed shapes, so a pass can be a CUDA graph)."""
+
+    buffer: torch.Tensor  # long B×(N+W+1): the codes, then a spill area
+    done: torch.Tensor  # long B: codes fixed so far, per image
+    drafts: torch.Tensor  # long B×W
+    q: torch.Tensor  # B×W×K: the distributions the drafts were drawn from
+    passes: torch.Tensor  # long B: passes while the image was unfinished
+    start: torch.Tensor  # long R: first cache column of each row's prompt
+    length: int  # prompt columns
+    num_tokens: int
+    grid_width: int | None
+    config: SamplingConfig
+
+
+def _one_pass(engine: FastEngine, forward: Callable, w: _Window, kv_len: int, u_keep, u_next, u_drafts) -> None:
+    """Steps 3-5 of `jacobi_sample` for every image at once, updating `w` in place."""
+    num, width = w.drafts.shape
+    size, config = w.q.shape[-1], w.config
+    offsets = torch.arange(width + 1, device=w.done.device)
+    # 3. One pass over [last code, drafts] at each image's own cache columns.
+    last = w.buffer.gather(1, (w.done - 1)[:, None])
+    block = torch.cat([last, w.drafts], dim=1) + engine.visual_offset
+    block_slots = (w.length + w.done - 1)[:, None] + offsets
+    if config.uses_cfg:
+        block, block_slots = torch.cat([block, block]), torch.cat([block_slots, block_slots])
+    logits = forward(block, block_slots, w.start, kv_len)
+    p = probs_from_logits(split_cfg(logits, config), config)  # B×(W+1)×K
+
+    # 4. Verify, then write the kept drafts and the next code at each image's next columns.
+    accepted, next_code = _verify(p, w.q, w.drafts, u_keep, u_next)
+    kept = torch.cat([w.drafts, w.drafts[:, :1]], dim=1)
+    kept[torch.arange(num, device=kept.device), accepted] = next_code
+    active = w.done < w.num_tokens
+    # Finished images write into the spill area only.
+    write_at = torch.where(active, w.done, torch.full_like(w.done, w.num_tokens))[:, None] + offsets
+    w.buffer.scatter_(1, write_at, kept)
+    w.done.copy_(torch.where(active, torch.clamp(w.done + accepted + 1, max=w.num_tokens), w.done))
+    w.passes.add_(active.long())
+
+    # 5. Jacobi update: positions after the new code keep this pass's p as their draft
+    #    distribution (drawn afresh); the rest of the window gets new drafts.
+    source = accepted[:, None] + 1 + offsets[:width]
+    from_pass = p.gather(1, source.clamp(max=width)[..., None].expand(num, width, size))
+    drafts, q = _next_drafts(from_pass, source <= width, w.buffer, w.done, w.grid_width, u_drafts)
+    w.drafts.copy_(drafts)
+    w.q.copy_(q)
+
+
+def _capture_pass(engine: FastEngine, w: _Window, uniforms: tuple[torch.Tensor, ...]) -> torch.cuda.CUDAGraph:
+    """One whole pass (the engine's step over the whole cache, verification, new drafts) as a CUDA
+    graph over `w` and the given uniform-number tensors. The warm-up run on a side stream (which
+    torch.cuda.graphs requires) is undone: `w` is restored, and the cache columns it wrote are
+    rewritten identically by the first real pass."""
+
+    def forward(ids, slots, start, kv_len):
+        return engine._step(ids, slots, start)
+
+    state = (w.buffer, w.done, w.drafts, w.q, w.passes)
+    saved = [t.clone() for t in state]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        _one_pass(engine, forward, w, engine.cache_length, *uniforms)
+    torch.cuda.current_stream().wait_stream(stream)
+    for tensor, value in zip(state, saved):
+        tensor.copy_(value)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        _one_pass(engine, forward, w, engine.cache_length, *uniforms)
+    return graph
 
 
 @torch.inference_mode()
@@ -147,55 +235,43 @@ def jacobi_sample(
     logits = engine.forward(batch.ids, slots, batch.start, kv_len=length)[:, -1]
     codes[:, 0] = draw(probs_from_logits(split_cfg(logits, config), config), generator)
     forward_passes = 1
-    passes = torch.ones(num, dtype=torch.long, device=device)
-    done = torch.ones(num, dtype=torch.long, device=device)  # codes fixed so far, per image
-    static_kv = engine.cuda_graphs or engine.compile  # fixed-shape steps attend to the whole cache
+    done = torch.ones(num, dtype=torch.long, device=device)
 
     # 2. Initial drafts: uniform over the codebook (nothing lies above the first row).
     drafts, q = next_drafts(torch.zeros((num, width, size), device=device),
                             torch.zeros((num, width), dtype=torch.bool, device=device),
                             buffer, done, grid_width, generator)
-    offsets = torch.arange(width + 1, device=device)
-    rows = torch.arange(num, device=device)
+    w = _Window(buffer, done, drafts, q, torch.ones(num, dtype=torch.long, device=device), batch.start, length,
+                num_tokens, grid_width, config)
+    # Each pass's uniform numbers, drawn from the caller's generators in a fixed order (the
+    # acceptance tests, the next code, the new drafts), so a captured pass draws the same ones.
+    shapes = ((num, width), (num, 1), (num, width, 1))
+    graph = None
+    if engine.cuda_graphs:
+        uniforms = tuple(torch.full(shape, 0.5, device=device) for shape in shapes)
+        graph = _capture_pass(engine, w, uniforms)
+    static_kv = engine.cuda_graphs or engine.compile  # fixed-shape steps attend to the whole cache
     while True:
-        smallest = int(done.min())  # the loop's one host sync per pass
+        smallest = int(w.done.min())  # the loop's one host sync per pass
         if progress is not None and forward_passes > 1:
             progress(codes, min(smallest, num_tokens), num_tokens)
         if smallest >= num_tokens:
             break
-        # 3. One pass over [last code, drafts] at each image's own cache columns.
-        last = buffer.gather(1, (done - 1)[:, None])
-        block = torch.cat([last, drafts], dim=1) + visual_offset
-        block_slots = (length + done - 1)[:, None] + offsets
-        if config.uses_cfg:
-            block, block_slots = torch.cat([block, block]), torch.cat([block_slots, block_slots])
-        # Eager steps attend only to the columns in use (the farthest image's block end).
-        kv_len = engine.cache_length if static_kv else length + int(done.max()) + width
-        logits = engine.step(block, block_slots, batch.start, kv_len)
-        p = probs_from_logits(split_cfg(logits, config), config)  # B×(W+1)×K
+        drawn = [uniform(shape, generator, device) for shape in shapes]
         forward_passes += 1
-
-        # 4. Verify, then write the kept drafts and the next code at each image's next columns.
-        accepted, next_code = verify_drafts(p, q, drafts, generator)
-        kept = torch.cat([drafts, drafts[:, :1]], dim=1)
-        kept[rows, accepted] = next_code
-        active = done < num_tokens
-        # Finished images write into the spill area only.
-        write_at = torch.where(active, done, torch.full_like(done, num_tokens))[:, None] + offsets
-        buffer.scatter_(1, write_at, kept)
-        done = torch.where(active, torch.clamp(done + accepted + 1, max=num_tokens), done)
-        passes += active.long()
-
-        # 5. Jacobi update: positions after the new code keep this pass's p as their draft
-        #    distribution (drawn afresh); the rest of the window gets new drafts.
-        source = accepted[:, None] + 1 + offsets[:width]
-        from_pass = p.gather(1, source.clamp(max=width)[..., None].expand(num, width, size))
-        drafts, q = next_drafts(from_pass, source <= width, buffer, done, grid_width, generator)
+        if graph is not None:
+            for mine, given in zip(uniforms, drawn):
+                mine.copy_(given)
+            graph.replay()
+            continue
+        # Eager steps attend only to the columns in use (the farthest image's block end).
+        kv_len = engine.cache_length if static_kv else length + int(w.done.max()) + width
+        _one_pass(engine, engine.step, w, kv_len, *drawn)
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     codes = codes.clone()
-    per_image = [num_tokens / n for n in passes.tolist()]
+    per_image = [num_tokens / n for n in w.passes.tolist()]
     stats = {
         "sampler": "jacobi",
         "tokens": num_tokens,
