@@ -125,8 +125,10 @@ class _Window:
     config: SamplingConfig
 
 
-def _one_pass(engine: FastEngine, forward: Callable, w: _Window, kv_len: int, u_keep, u_next, u_drafts) -> None:
-    """Steps 3-5 of `jacobi_sample` for every image at once, updating `w` in place."""
+def _one_pass(engine: FastEngine, forward: Callable, w: _Window, kv_len: int, u_keep, u_next, u_drafts,
+              captured: bool = False) -> None:
+    """Steps 3-5 of `jacobi_sample` for every image at once, updating `w` (in place when `captured`:
+    a CUDA graph must write the tensors it was captured with)."""
     num, width = w.drafts.shape
     size, config = w.q.shape[-1], w.config
     offsets = torch.arange(width + 1, device=w.done.device)
@@ -155,8 +157,11 @@ def _one_pass(engine: FastEngine, forward: Callable, w: _Window, kv_len: int, u_
     source = accepted[:, None] + 1 + offsets[:width]
     from_pass = p.gather(1, source.clamp(max=width)[..., None].expand(num, width, size))
     drafts, q = _next_drafts(from_pass, source <= width, w.buffer, w.done, w.grid_width, u_drafts)
-    w.drafts.copy_(drafts)
-    w.q.copy_(q)
+    if captured:
+        w.drafts.copy_(drafts)
+        w.q.copy_(q)
+    else:
+        w.drafts, w.q = drafts, q
 
 
 def _capture_pass(engine: FastEngine, w: _Window, uniforms: tuple[torch.Tensor, ...]) -> torch.cuda.CUDAGraph:
@@ -173,13 +178,13 @@ def _capture_pass(engine: FastEngine, w: _Window, uniforms: tuple[torch.Tensor, 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        _one_pass(engine, forward, w, engine.cache_length, *uniforms)
+        _one_pass(engine, forward, w, engine.cache_length, *uniforms, captured=True)
     torch.cuda.current_stream().wait_stream(stream)
     for tensor, value in zip(state, saved):
         tensor.copy_(value)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        _one_pass(engine, forward, w, engine.cache_length, *uniforms)
+        _one_pass(engine, forward, w, engine.cache_length, *uniforms, captured=True)
     return graph
 
 
