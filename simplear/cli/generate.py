@@ -31,8 +31,8 @@ def register(top, groups) -> None:
     p.add_argument("--window", type=int, default=None, help="Jacobi draft window (default 16)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the decode step: slow first batch (tens of seconds on CPU), faster after; "
-                        "worth it for many images")
+                   help="torch.compile the decode step: slow first batch (tens of seconds), faster after; "
+                        "worth it for many images (a 0.5B model on an H100: 5.4 instead of 12.2 s per 1024-px image)")
     p.add_argument("--json", action="store_true", help="print generate.json instead of file names")
     p.set_defaults(func=_run)
 
