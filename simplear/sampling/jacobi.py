@@ -17,7 +17,8 @@ exact; this one lifts acceptance (on the default model from 2.15 to 2.60 codes p
 Unlike SimpleAR's released SJD, the KV cache of the accepted prefix is kept: only the window is
 recomputed, written at each image's own cache columns (images in a batch advance at their own
 pace), and CFG is the same doubled batch as in the other samplers. `forward_passes` counts one
-per iteration for the whole batch (a CFG pair is one), plus the prompt prefill.
+per iteration for the whole batch (a CFG pair is one), plus the prompt prefill. On CUDA a whole
+pass is one captured CUDA graph, its uniform numbers drawn outside in the eager loop's order.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def verify_drafts(
 
 
 def _verify(p, q, drafts, u_keep: torch.Tensor, u_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # `verify_drafts` with its uniform numbers given: u_keep B×W for the tests, u_next B×1 for the draw.
+    # `verify_drafts` with its uniform numbers given: u_keep B×W for the acceptance tests, u_next B×1
+    # for the draw of the next code.
     num, width = drafts.shape
     p_draft = p[:, :width].gather(-1, drafts[..., None])[..., 0]
     q_draft = q.gather(-1, drafts[..., None])[..., 0]
