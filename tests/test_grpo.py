@@ -108,6 +108,8 @@ def test_truncated_or_greedy_sampling_is_refused():
             check_policy_config(bad)
     with pytest.raises(ValueError, match="group_size"):
         GRPOConfig(group_size=1)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        GRPOConfig(warmup_steps=-1)
 
 
 def _run(tmp_path, steps, resume=False, evaluate=None, **kw):

@@ -108,10 +108,11 @@ def test_train_grpo_cli_with_the_judge_reward_and_evaluation(recipe_dir, tmp_pat
     out = tmp_path / "grpo"
     code = run_cli("train", "grpo", "--init-from", recipe_dir / "sft" / "bundle", "--out", out, "--steps", "1",
                    "--group-size", "2", "--prompts-per-step", "2", "--eval-every", "1", "--eval-num-prompts", "3",
-                   "--device", "cpu", "--beta", "0")
+                   "--device", "cpu", "--beta", "0", "--lr", "4e-5", "--warmup-steps", "4")
     assert code == 0
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     (train,) = [r for r in records if r["kind"] == "train"]
+    assert train["lr"] == pytest.approx(1e-5)  # the lr step 1 ran at: a quarter of 4e-5 in a 4-step warm-up
     start, ev = [r for r in records if r["kind"] == "eval"]  # before GRPO, then after step 1
     assert (start["step"], ev["step"]) == (0, 1)
     assert 0.0 <= train["reward_mean"] <= 1.0 and train["kl"] == 0.0

@@ -78,6 +78,8 @@ def register(top, groups) -> None:
     p.add_argument("--micro-batch-size", dest="micro_batch_size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-schedule", dest="lr_schedule", choices=("constant", "cosine"), default=None)
+    p.add_argument("--warmup-steps", dest="warmup_steps", type=int, default=None,
+                   help="steps of linear lr warm-up (default 0); Adam's first update moves every weight by lr")
     p.add_argument("--beta", type=float, default=None, help="KL weight (0 allowed: no reference model)")
     p.add_argument("--clip-eps", dest="clip_eps", type=float, default=None)
     p.add_argument("--cfg-scale", dest="cfg_scale", type=float, default=None,

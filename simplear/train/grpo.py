@@ -83,6 +83,8 @@ class GRPOConfig:
             raise ValueError("group_size must be >= 2: advantages are relative to the other images of a group")
         if self.minibatch_size < 0:
             raise ValueError(f"minibatch_size must be >= 0, got {self.minibatch_size}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -310,6 +312,7 @@ def train_grpo(
 
         # 5. Optimisation passes against the rollout-time log-probs.
         model.train()
+        lr_used = scheduler.get_last_lr()[0]  # this step's lr (the scheduler then moves on to the next)
         loss_stats = optimise_batch(wrapped, rollout, advantages, optimizer, config, cpu_gen)
         scheduler.step()
 
@@ -325,7 +328,7 @@ def train_grpo(
             "kl": float(means[0]),
             "clip_fraction": float(means[1]),
             "loss": float(means[2]),
-            "lr": scheduler.get_last_lr()[0],
+            "lr": lr_used,
             "images": int(all_rewards.numel()),
             "rollout_tokens_per_s": world * rollout.codes.numel() / max(rollout.seconds, 1e-9),
             "tokens_per_s": world * rollout.codes.numel() / max(seconds, 1e-9),
