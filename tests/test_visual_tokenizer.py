@@ -86,6 +86,29 @@ def test_autoencoder_fully_convolutional_and_save_load(tmp_path):
         assert torch.equal(loaded.decode(loaded.encode(x)), model.decode(model.encode(x)))
 
 
+def test_channels_last_inference_matches_nchw_and_training_stays_nchw():
+    """encode/decode run channels-last on a CPU (faster); training passes go back to NCHW, the
+    parameters (and so an optimiser's references) stay the same objects, and results agree."""
+    torch.manual_seed(0)
+    cfg = FSQAutoencoderConfig(levels=(8, 5, 5), downsample=8, channels=(8, 16, 16, 16), res_blocks=(0, 1, 0, 1))
+    model = FSQAutoencoder(cfg).eval()
+    params = [id(p) for p in model.parameters()]
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():  # the plain NCHW computation, as the training pass runs it
+        z_ref, codes_ref = model.quantizer(model.encoder(x))
+        images_ref = model.decoder(z_ref).clamp(-1, 1)
+    assert model.decoder.conv_in.weight.is_contiguous()
+    codes = model.encode(x)
+    images = model.decode(codes)
+    assert model.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.decoder.conv_in.weight.is_contiguous()
+    assert torch.equal(codes, codes_ref) and codes.is_contiguous()
+    assert images.is_contiguous() and torch.allclose(images, images_ref, atol=1e-5)
+    recon, _ = model.train()(x)
+    assert model.decoder.conv_in.weight.is_contiguous() and [id(p) for p in model.parameters()] == params
+    assert torch.allclose(recon.detach().clamp(-1, 1), images_ref, atol=1e-5)
+
+
 def test_autoencoder_rejects_bad_input(tmp_path):
     model = FSQAutoencoder(TINY)
     with pytest.raises(ValueError, match="divisible"):
