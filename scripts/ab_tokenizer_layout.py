@@ -44,11 +44,7 @@ def main() -> None:
     layouts = {"NCHW": torch.contiguous_format, "channels-last": torch.channels_last}
 
     def run(layout, images, codes):
-        # What encode/decode do, with the layout fixed here instead of chosen by the device.
-        for module in tok.modules():
-            if isinstance(module, torch.nn.Conv2d):
-                module.weight.data = module.weight.data.contiguous(memory_format=layout)
-        tok._layout = layout
+        tok.set_conv_layout(layout)  # what encode/decode do, with the layout fixed here
         enc = lambda: tok.quantizer(tok.encoder(images.contiguous(memory_format=layout)))[1]  # noqa: E731
         z = tok.quantizer.quantized_from_codes(codes).contiguous(memory_format=layout)
         dec = lambda: tok.decoder(z).clamp(-1.0, 1.0)  # noqa: E731

@@ -166,18 +166,21 @@ class FSQAutoencoder(nn.Module):
         """The memory format for this pass, with the convolution weights converted to it.
 
         On a CPU, `encode`/`decode` run channels-last: oneDNN's convolutions, GroupNorm and
-        upsampling are faster on NHWC (decode 1.9x, 128-px encode 1.4x on the 2-core CPU;
-        docs/benchmarks.md). Training stays NCHW, which was the faster layout for its backward
-        pass. Converting swaps `param.data` in place (the parameters, and an optimiser holding
-        them, are unchanged) and happens only when the layout changes.
+        upsampling are faster on NHWC (decode 1.56-1.82x, encode 1.10-1.20x on the 2-core CPU;
+        docs/benchmarks.md). Training stays NCHW, which was the faster layout for its backward pass.
         """
         layout = torch.channels_last if inference and self.device.type == "cpu" else torch.contiguous_format
+        self.set_conv_layout(layout)
+        return layout
+
+    def set_conv_layout(self, layout: torch.memory_format) -> None:
+        """Store the convolution weights in `layout` (a no-op when they already are). Swaps
+        `param.data` in place, so the parameters, and an optimiser holding them, are unchanged."""
         if self._layout != layout:
             for module in self.modules():
                 if isinstance(module, nn.Conv2d):
                     module.weight.data = module.weight.data.contiguous(memory_format=layout)
             self._layout = layout
-        return layout
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: (reconstruction, codes), gradients flow through FSQ straight-through."""
