@@ -22,11 +22,10 @@ from simplear.eval.suite import make_suite
 from simplear.visual_tokenizers import load_visual_tokenizer
 
 
-def timed(fn, tries: int = 1):
+def timed(fn):
     started = time.perf_counter()
-    for _ in range(tries):
-        out = fn()
-    return out, (time.perf_counter() - started) / tries
+    out = fn()
+    return out, time.perf_counter() - started
 
 
 def main() -> None:
