@@ -209,3 +209,30 @@ def test_training_prompts_avoid_held_out_pairs_and_cover_every_tag(tmp_path):
         read_prompt_file(bad)
     with pytest.raises(FileNotFoundError):
         read_prompt_file(tmp_path / "none.jsonl")
+
+
+def test_rollout_samples_in_its_own_batch_size_and_scores_in_micro_batches():
+    from simplear.train.grpo_rollout import sample_rollout
+
+    policy = GuidedPolicy(_randomised_tiny(3), 20, 16, SamplingConfig(cfg_scale=2.0))
+    ids = [[1, 2, 3]] * 4 + [[4, 5]] * 4
+    starts = []
+
+    def keyed(start):  # the trainer's per-call generator: seeded by the call's first image
+        starts.append(start)
+        return torch.Generator().manual_seed(100 + start)
+
+    def rollout(**kw):
+        starts.clear()
+        return sample_rollout(policy, ids, [1, 2], num_tokens=5, generator=keyed, pad_id=0, **kw)
+
+    together = rollout(micro_batch=2, sample_batch=4)
+    assert starts == [0, 4]  # two sampler calls of 4 images, not four of 2
+    same = rollout(micro_batch=4)  # sample_batch defaults to micro_batch: the same calls and seeds
+    assert torch.equal(together.codes, same.codes)
+    # micro_batch only splits the teacher-forced scoring: the log-probs do not depend on it.
+    assert torch.allclose(together.old_logprobs, same.old_logprobs, atol=1e-5)
+    rollout(micro_batch=2)
+    assert starts == [0, 2, 4, 6]
+    with pytest.raises(ValueError, match="rollout_batch_size must be >= 0"):
+        GRPOConfig(rollout_batch_size=-1)

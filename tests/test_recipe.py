@@ -219,3 +219,22 @@ def test_recipe_can_start_from_a_trained_tokenizer(recipe_dir, tmp_path, capsys)
     with pytest.raises(ValueError, match="does not divide the recipe resolution 36"):
         _copy_tokenizer(odd, tmp_path / "odd" / "tokenizer")
     assert not (tmp_path / "odd" / "tokenizer").exists()
+
+
+def test_a_continued_run_keeps_its_own_evaluation_settings(tmp_path, capsys):
+    out = tmp_path / "evalset"
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--eval-batch-size", "3") == 0
+    saved = json.loads((out / "recipe.json").read_text())
+    assert saved["eval_batch_size"] == 3
+    # A run started before a default changed (here: older evaluation settings in its recipe.json)
+    # continues with the settings it started with instead of being refused.
+    saved["tune_sampling"] = [[4.0, 1.0]]
+    (out / "recipe.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data") == 0
+    assert "continuing with this run's own eval_batch_size, tune_sampling" in capsys.readouterr().out
+    kept = json.loads((out / "recipe.json").read_text())
+    assert kept["eval_batch_size"] == 3 and kept["tune_sampling"] == [[4.0, 1.0]]
+    # Settings that change what is trained are still refused.
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--seed", "5") == 2
+    assert "seed" in capsys.readouterr().err

@@ -31,6 +31,7 @@ def _recipe(args: argparse.Namespace) -> int:
     config = smoke_config(args.out, args.device) if args.smoke else RecipeConfig(out=args.out, device=args.device)
     changes = {k: v for k, v in (("seed", args.seed), ("until", args.until), ("eval_num_prompts", args.eval_prompts),
                                  ("eval_images_per_prompt", args.images_per_prompt),
+                                 ("eval_batch_size", args.eval_batch_size),
                                  ("data_background", args.data_background), ("data_grid", args.data_grid),
                                  ("tokenizer_from", args.tokenizer))
                if v is not None}
@@ -45,6 +46,7 @@ def _recipe(args: argparse.Namespace) -> int:
             changes[key] = (*getattr(config, key), f"max_steps={steps}")
     flags = [("--smoke", args.smoke or None), ("--device", args.device), ("--seed", args.seed),
              ("--eval-prompts", args.eval_prompts), ("--images-per-prompt", args.images_per_prompt),
+             ("--eval-batch-size", args.eval_batch_size),
              ("--pretrain-steps", args.pretrain_steps), ("--sft-steps", args.sft_steps),
              ("--grpo-steps", args.grpo_steps), ("--data-background", args.data_background),
              ("--data-grid", args.data_grid), ("--tokenizer", args.tokenizer)]
@@ -76,6 +78,8 @@ def register(top, groups) -> None:
     p.add_argument("--passes", type=int, default=None, help="optimisation passes per rollout batch")
     p.add_argument("--minibatch-size", dest="minibatch_size", type=int, default=None)
     p.add_argument("--micro-batch-size", dest="micro_batch_size", type=int, default=None)
+    p.add_argument("--rollout-batch-size", dest="rollout_batch_size", type=int, default=None,
+                   help="images per sampler call in the rollouts (default: --micro-batch-size)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-schedule", dest="lr_schedule", choices=("constant", "cosine"), default=None)
     p.add_argument("--warmup-steps", dest="warmup_steps", type=int, default=None,
@@ -112,6 +116,8 @@ def register(top, groups) -> None:
     r.add_argument("--eval-prompts", dest="eval_prompts", type=int, default=None,
                    help="suite prompts per evaluation (default all 553)")
     r.add_argument("--images-per-prompt", dest="images_per_prompt", type=int, default=None)
+    r.add_argument("--eval-batch-size", dest="eval_batch_size", type=int, default=None,
+                   help="images per sampler call in the evaluations (default 128; lower it on a small GPU)")
     r.add_argument("--pretrain-steps", dest="pretrain_steps", type=int, default=None,
                    help="optimiser steps of the pretraining stage (default: the shapes-pretrain recipe's)")
     r.add_argument("--sft-steps", dest="sft_steps", type=int, default=None,

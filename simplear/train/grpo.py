@@ -52,6 +52,11 @@ class GRPOConfig:
     passes: int = 2  # optimisation passes over each rollout batch
     minibatch_size: int = 0  # images per optimiser step within a pass; 0 = the whole local batch
     micro_batch_size: int = 8  # images per forward/backward (memory only; gradients accumulate)
+    # Images per sampler call in the rollouts; 0 = micro_batch_size.
+    # Larger is faster per image (the fast engine on the 2-core CPU: 0.147 s at 16, 0.110 s at 32).
+    # Each call's draws are seeded by its first image, so a DDP run draws the same images as one
+    # process only when this divides every rank's share of the step.
+    rollout_batch_size: int = 0
     lr: float = 1e-5
     lr_schedule: str = "constant"  # constant | cosine (SimpleAR used cosine)
     warmup_steps: int = 0
@@ -83,6 +88,8 @@ class GRPOConfig:
             raise ValueError("group_size must be >= 2: advantages are relative to the other images of a group")
         if self.minibatch_size < 0:
             raise ValueError(f"minibatch_size must be >= 0, got {self.minibatch_size}")
+        if self.rollout_batch_size < 0:
+            raise ValueError(f"rollout_batch_size must be >= 0 (0 = micro_batch_size), got {self.rollout_batch_size}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.lr <= 0:
@@ -300,6 +307,7 @@ def train_grpo(
             policy, cond_ids, vocab.encode_unconditional(), num_tokens=num_tokens, generator=chunk_generator,
             pad_id=vocab.pad_id, reference=ref_policy, micro_batch=config.micro_batch_size, engine=engine,
             old_logprobs=bool(config.minibatch_size) and config.minibatch_size < local_images,
+            sample_batch=config.rollout_batch_size or config.micro_batch_size,
         )
 
         # 4. Rewards of the decoded images; advantages within each group.

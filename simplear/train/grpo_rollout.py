@@ -154,12 +154,15 @@ def sample_rollout(
     micro_batch: int = 16,
     engine=None,
     old_logprobs: bool = True,
+    sample_batch: int | None = None,
 ) -> Rollout:
     """Draw one image per row of `cond_ids` from the policy, and score the draws.
 
     `generator` is one generator for all draws, or a function of the first row of each chunk of
-    `micro_batch` rows returning that chunk's generator (so the draws of a row do not depend on
-    which process or batch it lands in; the DDP trainer uses this).
+    `sample_batch` rows (default `micro_batch`) returning that chunk's generator (so the draws of a
+    row do not depend on which process or batch it lands in; the DDP trainer uses this). Sampling
+    takes `sample_batch` rows per call, the teacher-forced log-probs `micro_batch`: the sampler is
+    faster per image in larger batches, while `micro_batch` bounds the memory of a forward pass.
 
     `engine` (a `FastEngine` over `policy.model`, refreshed here) samples faster than the
     reference sampler; both draw from the same distribution (tested by the sampling part).
@@ -180,8 +183,9 @@ def sample_rollout(
     if engine is not None:
         engine.refresh()  # the engine keeps a snapshot of the weights; take the current ones
     codes = []
-    for start in range(0, len(cond_ids), micro_batch):
-        chunk = [list(c) for c in cond_ids[start : start + micro_batch]]
+    sample_batch = sample_batch or micro_batch
+    for start in range(0, len(cond_ids), sample_batch):
+        chunk = [list(c) for c in cond_ids[start : start + sample_batch]]
         gen = generator(start) if callable(generator) else generator
         kwargs = dict(num_tokens=num_tokens, generator=gen, config=policy.config, pad_id=pad_id)
         with torch.no_grad():

@@ -46,6 +46,16 @@ GRID_PROMPTS = (
 # Fields whose default changed what the recipe does: the value a run made before the field
 # existed implicitly used (recipe.json files without the key are read with these).
 LEGACY = {"data_background": "textured", "data_grid": 0}
+# Fields that only change how stages are evaluated and whose defaults have changed since runs were
+# made with the old ones: continuing such a run uses the values in its recipe.json (run_recipe).
+KEEP_ON_RESUME = ("eval_batch_size", "tune_sampling")
+
+
+def _from_json(name: str, value):
+    """A recipe.json value as the RecipeConfig field holds it (JSON turns tuples into lists)."""
+    if name == "tune_sampling":
+        return tuple(tuple(float(x) for x in pair) for pair in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -76,12 +86,15 @@ class RecipeConfig:
     grpo_overrides: dict = dataclasses.field(default_factory=dict)  # GRPOConfig fields
     eval_num_prompts: int = 0  # 0 = the whole 553-prompt suite
     eval_images_per_prompt: int = 4
-    eval_batch_size: int = 32
+    # Images per sampler call in the evaluations and the sampling sweep: on the 2-core CPU the
+    # fast engine draws a 128-px image in 0.073-0.082 s at batch 128 against 0.102-0.110 s at 32.
+    eval_batch_size: int = 128
     # After SFT: judge each (CFG scale, temperature) pair on `tune_prompts` prompts of another suite
     # draw (make_suite(seed=1), other image seeds) and store the best as the bundle's defaults, which
     # the SFT evaluation, GRPO's rollouts and the shipped model then use. Empty: keep the trainer's.
-    tune_sampling: tuple[tuple[float, float], ...] = (
-        (2.0, 1.0), (3.0, 1.0), (5.0, 1.0), (8.0, 1.0), (2.0, 0.7), (3.0, 0.7), (5.0, 0.7), (8.0, 0.7))
+    # Temperature 0.7 only: in all five plain-scene recipe runs a T 0.7 pair won over every T 1.0 one,
+    # and colder sampling scored lower still (docs/benchmarks.md); the CFG scale is what varied.
+    tune_sampling: tuple[tuple[float, float], ...] = ((2.0, 0.7), (3.0, 0.7), (5.0, 0.7), (8.0, 0.7))
     tune_prompts: int = 96
     until: str = "grpo"  # stop after this stage
 
@@ -113,7 +126,7 @@ def grpo_defaults() -> dict:
     minibatches of 16 or lr 5e-5 did not beat these, and a 5-step warm-up scored lower (two seeds)."""
     return {"steps": 40, "prompts_per_step": 4, "group_size": 8, "passes": 2, "lr": 3e-5, "beta": 0.05,
             "clip_eps": 0.2, "eval_every": 10, "eval_num_prompts": 48, "checkpoint_every": 5,
-            "micro_batch_size": 16, "reward": "0.5*shapes:strict+0.5*shapes:partial",
+            "micro_batch_size": 16, "rollout_batch_size": 32, "reward": "0.5*shapes:strict+0.5*shapes:partial",
             "bundle_dtype": "bfloat16"}
 
 
@@ -386,6 +399,13 @@ def run_recipe(cfg: RecipeConfig, log: Callable[[str], None] = print, command: s
         # A field added after the run started is unchanged when it holds the value that matches
         # what the run did before the field existed (its default, unless listed in LEGACY).
         defaults.update(LEGACY)
+        # Evaluation settings whose defaults changed: a continued run keeps the ones it started with,
+        # so its stages stay comparable with each other.
+        kept = {k: before[k] for k in KEEP_ON_RESUME if k in before and before[k] != mine[k]}
+        if kept:
+            log(f"recipe: continuing with this run's own {', '.join(sorted(kept))}")
+            cfg = dataclasses.replace(cfg, **{k: _from_json(k, v) for k, v in kept.items()})
+            mine = json.loads(json.dumps(dataclasses.asdict(cfg)))
         changed = sorted(k for k in mine if k not in ("until", "device")
                          and before.get(k, defaults[k]) != mine[k])
         if changed:
