@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 # Images per visual-tokenizer decode call in `evaluate_bundle`. On the 2-core CPU the FSQ decoder
-# takes 21-25 ms per 128-px image in chunks of 8-16 and 27-28 ms in chunks of 32-128
+# takes 20.6-24.7 ms per 128-px image in chunks of 8-16 and 27.2-28.7 ms in chunks of 32-128
 # (docs/benchmarks.md, "GRPO and the ShapesWorld recipe"), while sampling gains from large batches.
 DECODE_BATCH = 16
 
