@@ -193,6 +193,24 @@ def test_stage_step_flags_reach_the_saved_recipe(tmp_path, capsys):
     assert "--sft-steps must be >= 1" in capsys.readouterr().err
 
 
+def test_stage_config_overrides_reach_the_saved_recipe_and_bad_ones_fail_at_once(tmp_path, capsys):
+    out = tmp_path / "sets"
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--sft-steps", "5",
+                   "--sft-set", "batch_size=4", "--sft-set", "micro_batch_size=4",
+                   "--pretrain-set", "optim.lr=2e-3") == 0
+    saved = json.loads((out / "recipe.json").read_text())
+    assert saved["sft_overrides"][-3:] == ["max_steps=5", "batch_size=4", "micro_batch_size=4"]
+    assert saved["pretrain_overrides"][-1] == "optim.lr=2e-3"
+    assert "--sft-set batch_size=4 --sft-set micro_batch_size=4" in (out / "MODEL_CARD.md").read_text()
+    capsys.readouterr()
+    # An unknown field or a value of the wrong type is refused before any stage runs.
+    assert run_cli("recipe", "shapes", "--out", tmp_path / "bad", "--smoke", "--sft-set", "optim.lrr=1") == 2
+    assert "lrr" in capsys.readouterr().err
+    assert run_cli("recipe", "shapes", "--out", tmp_path / "bad", "--smoke", "--pretrain-set", "batch_size=x") == 2
+    assert "batch_size" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_recipe_can_start_from_a_trained_tokenizer(recipe_dir, tmp_path, capsys):
     from simplear.train.recipe import _copy_tokenizer, smoke_config
     from simplear.visual_tokenizers import load_visual_tokenizer

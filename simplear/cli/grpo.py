@@ -44,12 +44,20 @@ def _recipe(args: argparse.Namespace) -> int:
                 raise ValueError(f"--{stage}-steps must be >= 1, got {steps}")
             key = f"{stage}_overrides"
             changes[key] = (*getattr(config, key), f"max_steps={steps}")
+        extra = getattr(args, f"{stage}_set") or []
+        if extra:
+            from simplear.train.config import recipe
+
+            recipe(f"shapes-{stage}", list(extra))  # a bad key or value fails here, not an hour in
+            key = f"{stage}_overrides"
+            changes[key] = (*changes.get(key, getattr(config, key)), *extra)
     flags = [("--smoke", args.smoke or None), ("--device", args.device), ("--seed", args.seed),
              ("--eval-prompts", args.eval_prompts), ("--images-per-prompt", args.images_per_prompt),
              ("--eval-batch-size", args.eval_batch_size),
              ("--pretrain-steps", args.pretrain_steps), ("--sft-steps", args.sft_steps),
              ("--grpo-steps", args.grpo_steps), ("--data-background", args.data_background),
              ("--data-grid", args.data_grid), ("--tokenizer", args.tokenizer)]
+    flags += [("--pretrain-set", v) for v in args.pretrain_set or []] + [("--sft-set", v) for v in args.sft_set or []]
     command = " ".join([f"simplear recipe {args.name} --out {args.out}"]
                        + [flag if value is True else f"{flag} {value}" for flag, value in flags if value is not None])
     run_recipe(dataclasses.replace(config, **changes), command=command)
@@ -123,6 +131,11 @@ def register(top, groups) -> None:
     r.add_argument("--sft-steps", dest="sft_steps", type=int, default=None,
                    help="optimiser steps of the SFT stage (default: the shapes-sft recipe's)")
     r.add_argument("--grpo-steps", dest="grpo_steps", type=int, default=None)
+    r.add_argument("--pretrain-set", dest="pretrain_set", action="append", metavar="KEY=VALUE",
+                   help="override a field of the pretraining stage's shapes-pretrain config, as `simplear "
+                        "train ar` takes it (e.g. batch_size=32); repeatable, applied after --pretrain-steps")
+    r.add_argument("--sft-set", dest="sft_set", action="append", metavar="KEY=VALUE",
+                   help="the same for the SFT stage's shapes-sft config (e.g. optim.lr=1e-3)")
     r.add_argument("--data-background", dest="data_background", choices=BACKGROUND_STYLES, default=None,
                    help="background of the pretraining/SFT scenes (default plain grey; the suite is judged as is)")
     r.add_argument("--data-grid", dest="data_grid", type=int, default=None,
