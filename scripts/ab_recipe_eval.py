@@ -14,6 +14,7 @@ import json
 import time
 
 import simplear.train.suite_eval as suite_eval
+import simplear.visual_tokenizers.autoencoder as autoencoder
 from simplear.train.recipe import RecipeConfig, tune_sampling
 
 OLD_SWEEP = ((2.0, 1.0), (3.0, 1.0), (5.0, 1.0), (8.0, 1.0), (2.0, 0.7), (3.0, 0.7), (5.0, 0.7), (8.0, 0.7))
@@ -35,7 +36,7 @@ def main() -> None:
     sampling = json.loads(json.dumps(bundle.config.sampling.to_dict()))
     print(f"bundle {args.bundle}: {len(suite)} prompts x 4 images, sampling {sampling}", flush=True)
     for name, cfg, decode in (("old", old, 32), ("new", new, 16)):
-        suite_eval.DECODE_BATCH = decode
+        autoencoder.CPU_PIECE_PIXELS = decode * 128 * 128  # images per decode call at 128 px
         started = time.perf_counter()
         result = suite_eval.evaluate_bundle(bundle, suite, images_per_prompt=4, seed=0, batch_size=cfg.eval_batch_size)
         evaluation = time.perf_counter() - started

@@ -86,6 +86,26 @@ def test_autoencoder_fully_convolutional_and_save_load(tmp_path):
         assert torch.equal(loaded.decode(loaded.encode(x)), model.decode(model.encode(x)))
 
 
+def test_cpu_batches_run_in_pieces_with_the_same_result(monkeypatch):
+    """On a CPU encode/decode split large batches (cheaper per image); the pieces change nothing."""
+    import simplear.visual_tokenizers.autoencoder as autoencoder
+
+    torch.manual_seed(0)
+    model = FSQAutoencoder(TINY).eval()
+    x = torch.rand(5, 3, 64, 64) * 2 - 1
+    whole_codes, whole_images = model.encode(x), model.decode(model.encode(x))
+    calls = []
+    forward = model.decoder.forward
+    monkeypatch.setattr(model.decoder, "forward", lambda z: calls.append(len(z)) or forward(z))
+    monkeypatch.setattr(autoencoder, "CPU_PIECE_PIXELS", 2 * 64 * 64)  # two 64-px images per piece
+    codes = model.encode(x)
+    images = model.decode(codes)
+    assert calls == [2, 2, 1]
+    assert torch.equal(codes, whole_codes) and torch.allclose(images, whole_images, atol=1e-6)
+    assert images.is_contiguous() and codes.is_contiguous()
+    assert model.decode(codes[:0]).shape == (0, 3, 64, 64) and model.encode(x[:0]).shape == (0, 8, 8)
+
+
 def test_channels_last_inference_matches_nchw_and_training_stays_nchw():
     """encode/decode run channels-last on a CPU (faster); training passes go back to NCHW, the
     parameters (and so an optimiser's references) stay the same objects, and results agree."""

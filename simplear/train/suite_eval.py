@@ -19,11 +19,6 @@ from typing import Any
 
 import torch
 
-# Images per visual-tokenizer decode call in `evaluate_bundle`. On the 2-core CPU the FSQ decoder
-# takes 20.6-24.7 ms per 128-px image in chunks of 8-16 and 27.2-28.7 ms in chunks of 32-128
-# (docs/benchmarks.md, "GRPO and the ShapesWorld recipe"), while sampling gains from large batches.
-DECODE_BATCH = 16
-
 
 def spread(items: Sequence, count: int) -> list:
     """`count` items evenly spaced through `items` (all when count is 0), so a short suite still
@@ -109,8 +104,8 @@ def evaluate_bundle(bundle: Any, metadata: Sequence[dict], *, images_per_prompt:
                            batch_size=batch_size)
     pairs = heldout_pairs()
     records = []
-    # Decoding has no use for the sampler's large batches: per image it is fastest in small ones.
-    step = min(batch_size, DECODE_BATCH)
+    # Decoded and judged a sampler batch at a time (the tokenizer splits it further on a CPU).
+    step = batch_size
     for start in range(0, len(items), step):
         images = tensor_to_pil(bundle.visual_tokenizer.decode(codes[start : start + step]))
         chunk = items[start : start + step]

@@ -29,6 +29,12 @@ from simplear.visual_tokenizers.fsq import FSQ
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
+# On a CPU, `encode`/`decode` split a batch into pieces of about this many pixels: past it the
+# activations outgrow the caches and each image costs more (the 2-core CPU decoded a 128-px image
+# in 20.6-24.7 ms in batches of 8-16 and 27.2-28.7 ms in batches of 32-128; docs/benchmarks.md).
+# On a GPU a batch runs whole.
+CPU_PIECE_PIXELS = 16 * 128 * 128
+
 
 @dataclass(frozen=True)
 class FSQAutoencoderConfig:
@@ -188,12 +194,20 @@ class FSQAutoencoder(nn.Module):
         zq, codes = self.quantizer(self.encoder(self._check_images(images)))
         return self.decoder(zq), codes
 
+    def _pieces(self, batch: torch.Tensor, pixels_per_item: int) -> tuple[torch.Tensor, ...]:
+        """`batch` split along dim 0 into the pieces `encode`/`decode` run one at a time."""
+        if self.device.type != "cpu":
+            return (batch,)
+        return batch.split(max(1, CPU_PIECE_PIXELS // pixels_per_item))
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """float B x 3 x H x W in [-1, 1] -> long codes B x H/d x W/d."""
         layout = self._use_layout(inference=True)
-        images = self._check_images(images).contiguous(memory_format=layout)
-        return self.quantizer(self.encoder(images))[1].contiguous()
+        images = self._check_images(images)
+        pieces = self._pieces(images, images.shape[-2] * images.shape[-1])
+        codes = [self.quantizer(self.encoder(p.contiguous(memory_format=layout)))[1] for p in pieces]
+        return torch.cat(codes).contiguous()
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -201,8 +215,12 @@ class FSQAutoencoder(nn.Module):
         if not isinstance(codes, torch.Tensor) or codes.dim() != 3:
             raise ValueError(f"expected codes as a long tensor B x h x w, got {getattr(codes, 'shape', codes)}")
         layout = self._use_layout(inference=True)
-        zq = self.quantizer.quantized_from_codes(codes.to(self.device)).contiguous(memory_format=layout)
-        return self.decoder(zq).clamp_(-1.0, 1.0).contiguous()
+        codes = codes.to(self.device)
+        images = []
+        for piece in self._pieces(codes, codes.shape[-2] * codes.shape[-1] * self.downsample**2):
+            zq = self.quantizer.quantized_from_codes(piece).contiguous(memory_format=layout)
+            images.append(self.decoder(zq).clamp_(-1.0, 1.0))
+        return torch.cat(images).contiguous()
 
     def fingerprint(self) -> str:
         """sha256 of the config and the weights: what token shards record as the tokenizer's identity."""
