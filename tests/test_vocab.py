@@ -104,3 +104,18 @@ def test_tokenizer_without_specials_is_refused_until_added(tok):
     assert add_simplear_special_tokens(plain) == len(SIMPLEAR_SPECIAL_TOKENS)
     vocab = Vocabulary(plain, 10)
     assert vocab.visual_offset == 3 + len(SIMPLEAR_SPECIAL_TOKENS)
+
+
+def test_check_captions_finds_the_longest_prompt_and_names_a_caption_that_cannot_fit(tok):
+    from simplear.train.sequences import check_captions
+
+    vocab = Vocabulary(tok, 100)
+    lengths = {c: len(vocab.encode_prompt(c)) for c in CAPTIONS}
+    longest = max(lengths.values())
+    # Repeated captions (generated data repeats them) are checked once and change nothing.
+    assert check_captions([CAPTIONS, CAPTIONS[:1], CAPTIONS[::-1]], vocab, 64, 16) == longest
+    too_long = max(CAPTIONS, key=lengths.get)
+    with pytest.raises(ValueError, match=r"caption of sample 1 is .* only .*\(raise model.context"):
+        check_captions([[CAPTIONS[0]], [too_long]], vocab, 16 + longest - 1, 16)
+    with pytest.raises(ValueError, match="sample 2 has no captions"):
+        check_captions([CAPTIONS, CAPTIONS, []], vocab, 64, 16)

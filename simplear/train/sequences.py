@@ -125,10 +125,14 @@ def check_captions(captions: Iterable[Sequence[str]], vocab: Vocabulary, context
     """Raise before training if any caption cannot fit beside the image; returns the longest prompt."""
     room = vocab.max_prompt_tokens(context, num_image_tokens)
     longest = len(vocab.encode_unconditional())
+    seen: set[str] = set()  # generated captions repeat a lot (ShapesWorld's: 3-4 times each)
     for index, caps in enumerate(captions):
         if not caps:
             raise ValueError(f"training sample {index} has no captions")
         for caption in caps:
+            if caption in seen:
+                continue
+            seen.add(caption)
             n = len(vocab.encode_prompt(caption))
             if n > room:
                 raise ValueError(
