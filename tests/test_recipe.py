@@ -83,6 +83,20 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     assert "resumed from" in capsys.readouterr().out
     assert (recipe_dir / "stages" / "grpo.json").is_file()
 
+    # An interrupted SFT stage started under other defaults of the named recipe (the saved
+    # config.json differs from what shapes-sft gives today) continues with its own settings.
+    sft_config = recipe_dir / "sft" / "config.json"
+    original = sft_config.read_text()
+    started = json.loads(original)
+    started["optim"]["warmup_steps"] += 7
+    sft_config.write_text(json.dumps(started))
+    (recipe_dir / "stages" / "sft.json").unlink()
+    assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
+    assert "sft continues with the settings it started with" in capsys.readouterr().out
+    assert json.loads(sft_config.read_text())["optim"]["warmup_steps"] == started["optim"]["warmup_steps"]
+    assert (recipe_dir / "stages" / "sft.json").is_file()
+    sft_config.write_text(original)
+
     # A folder written before a setting existed continues while that setting keeps its default.
     saved = json.loads((recipe_dir / "recipe.json").read_text())
     del saved["tokenizer_recipe"]  # the smoke run keeps its default

@@ -242,7 +242,18 @@ def _ar_stage(cfg: RecipeConfig, root: Path, name: str) -> dict:
     overrides = paths + list(cfg.pretrain_overrides if low else cfg.sft_overrides)
     config = recipe("shapes-pretrain" if low else "shapes-sft", overrides)
     run = root / name
-    train_ar(config, run, resume=(run / "config.json").is_file())
+    saved = run / "config.json"
+    if saved.is_file():
+        # An interrupted stage continues as it started, even where the named recipe's defaults
+        # have changed since (e.g. the SFT batch, 32 until 2026-11-23); the recipe's own settings
+        # (recipe.json) are checked already, so only such defaults can differ here.
+        from simplear.train.config import TrainConfig
+
+        started = dataclasses.replace(TrainConfig.from_dict(json.loads(saved.read_text())), device=config.device)
+        if started.to_dict() != config.to_dict():
+            print(f"recipe: {name} continues with the settings it started with ({saved})", flush=True)
+            config = started
+    train_ar(config, run, resume=saved.is_file())
     return {"bundle": str(run / "bundle"), "resolution": res}
 
 
