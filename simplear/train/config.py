@@ -210,7 +210,7 @@ def _shapes_sft() -> TrainConfig:
                         visual_tokenizer="data/fsq-tokenizer", resolution=128),
         optim=OptimConfig(lr=5e-4, weight_decay=0.01, warmup_steps=50, schedule="cosine", min_lr_ratio=0.1),
         eval=EvalConfig(every=200, suite_prompts=16),
-        # 1,600 x 16 sequences of 275 tokens = 7.0M tokens: about 40 minutes with its periodic
+        # 1,600 x 16 sequences of 275 tokens = 7.0M tokens: about 39 minutes with its periodic
         # evaluations on the idle 2-core CPU. Batches of 16 learn more per sequence than the 32 used
         # until 2026-11-23 at the same tokens/s (validation loss 0.376 against 0.413 after 6,400
         # sequences; the recipe's SFT stage judged 0.238 against 0.170; docs/benchmarks.md).
