@@ -38,18 +38,17 @@ def _recipe(args: argparse.Namespace) -> int:
     if args.grpo_steps is not None:
         changes["grpo_overrides"] = {**(config.grpo_overrides or grpo_defaults()), "steps": args.grpo_steps}
     for stage in ("pretrain", "sft"):
+        key = f"{stage}_overrides"
         steps = getattr(args, f"{stage}_steps")
         if steps is not None:
             if steps < 1:
                 raise ValueError(f"--{stage}-steps must be >= 1, got {steps}")
-            key = f"{stage}_overrides"
             changes[key] = (*getattr(config, key), f"max_steps={steps}")
         extra = getattr(args, f"{stage}_set") or []
         if extra:
             from simplear.train.config import recipe
 
             recipe(f"shapes-{stage}", list(extra))  # a bad key or value fails here, not an hour in
-            key = f"{stage}_overrides"
             changes[key] = (*changes.get(key, getattr(config, key)), *extra)
     flags = [("--smoke", args.smoke or None), ("--device", args.device), ("--seed", args.seed),
              ("--eval-prompts", args.eval_prompts), ("--images-per-prompt", args.images_per_prompt),

@@ -105,10 +105,9 @@ def evaluate_bundle(bundle: Any, metadata: Sequence[dict], *, images_per_prompt:
     pairs = heldout_pairs()
     records = []
     # Decoded and judged a sampler batch at a time (the tokenizer splits it further on a CPU).
-    step = batch_size
-    for start in range(0, len(items), step):
-        images = tensor_to_pil(bundle.visual_tokenizer.decode(codes[start : start + step]))
-        chunk = items[start : start + step]
+    for start in range(0, len(items), batch_size):
+        images = tensor_to_pil(bundle.visual_tokenizer.decode(codes[start : start + batch_size]))
+        chunk = items[start : start + batch_size]
         for meta, verdict in zip(chunk, judge_batch(images, chunk)):
             records.append({"prompt": meta["prompt"], "tag": meta["tag"], "correct": bool(verdict.correct),
                             "score": float(verdict.score), "reason": verdict.reason,
