@@ -1,0 +1,38 @@
+"""Judge a bundle on the whole suite (553 prompts x 4 images, the recipe's stage evaluation) and
+count the judge's first failure reason per tag, to see what a model gets wrong.
+
+    python scripts/failure_reasons.py simplear/assets/default --records /tmp/records.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--records", default=None, help="also write every image's verdict here (JSON)")
+    args = ap.parse_args()
+    from simplear.bundle import load_bundle
+    from simplear.eval.suite import make_suite
+    from simplear.train.suite_eval import evaluate_bundle
+
+    records: list[dict] = []
+    result = evaluate_bundle(load_bundle(args.bundle), make_suite(seed=0), images_per_prompt=4, seed=0,
+                             batch_size=args.batch_size, records_out=records)
+    print(json.dumps({"overall": result["overall"], "tags": result["tags"], "seconds": result["seconds"]}))
+    if args.records:
+        with open(args.records, "w") as f:
+            json.dump(records, f)
+    for tag in sorted({r["tag"] for r in records}):
+        reasons = collections.Counter(r["reason"].split("\n")[0] for r in records if r["tag"] == tag and not r["correct"])
+        total = sum(r["tag"] == tag for r in records)
+        print(f"{tag}: {sum(reasons.values())} of {total} wrong; first reasons: {reasons.most_common(6)}")
+
+
+if __name__ == "__main__":
+    main()
