@@ -116,6 +116,66 @@ def init_from_qwen(folder: str | Path, vocab_size: int, dtype=None):
     return model
 
 
+VISUAL_INITS = ("random", "fsq")
+
+
+def visual_code_vectors(visual_tokenizer):
+    """K×d float: each visual code's point on the FSQ grid (normalised to [-1, 1] per channel).
+
+    Our FSQ autoencoder exposes its quantiser; a tokenizer that only names its `levels` (or a
+    Cosmos tokenizer, whose levels are [8, 8, 8, 5, 5, 5]) gets a quantiser of those levels.
+    """
+    import torch
+
+    from simplear.visual_tokenizers.fsq import FSQ
+
+    quantizer = getattr(visual_tokenizer, "quantizer", None)
+    if quantizer is None or not hasattr(quantizer, "quantized_from_codes"):
+        levels = getattr(visual_tokenizer, "levels", None)
+        if levels is None:
+            raise ValueError(f"model.visual_init='fsq' needs an FSQ visual tokenizer (one with FSQ levels); "
+                             f"{type(visual_tokenizer).__name__} has none: use model.visual_init=random")
+        quantizer = FSQ(levels)
+    size = int(visual_tokenizer.codebook_size)
+    if int(quantizer.codebook_size) != size:
+        raise ValueError(f"FSQ levels give {quantizer.codebook_size} codes but the tokenizer has {size}")
+    with torch.no_grad():
+        codes = torch.arange(size).view(size, 1, 1).to(quantizer._levels.device)
+        return quantizer.quantized_from_codes(codes).view(size, -1).float().cpu()
+
+
+def init_visual_rows(model, visual_offset: int, code_vectors, structured: float = 0.5, seed: int = 0) -> None:
+    """Give the visual rows of the embedding (and untied head) the FSQ grid's geometry.
+
+    Each code's row becomes `std · (√structured · P z + √(1 − structured) · n)`, with z its FSQ
+    grid point (K×d), P a fixed random d → hidden projection normalised so that P z has unit
+    variance per entry, n a fresh N(0, 1) row and `std` the model's `initializer_range`. Codes
+    that differ in one FSQ channel by one step then start close together, as their decoded
+    patches are, instead of as unrelated random vectors; the noise keeps every row distinct.
+    Same overall scale as the stock initialisation, so nothing else needs retuning.
+    """
+    import torch
+
+    if not 0.0 <= structured <= 1.0:
+        raise ValueError(f"structured must be in [0, 1], got {structured}")
+    z = torch.as_tensor(code_vectors, dtype=torch.float32)
+    embedding = model.get_input_embeddings().weight
+    size, hidden = z.shape[0], embedding.shape[1]
+    if visual_offset + size > embedding.shape[0]:
+        raise ValueError(f"{size} codes from row {visual_offset} do not fit {embedding.shape[0]} embedding rows")
+    gen = torch.Generator().manual_seed(int(seed))
+    projected = z @ torch.randn(z.shape[1], hidden, generator=gen)
+    projected = (projected - projected.mean(0)) / projected.std().clamp_min(1e-8)
+    noise = torch.randn(size, hidden, generator=gen)
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    rows = std * (structured ** 0.5 * projected + (1.0 - structured) ** 0.5 * noise)
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        embedding[visual_offset:visual_offset + size] = rows.to(embedding)
+        if head is not None and head.weight is not embedding:
+            head.weight[visual_offset:visual_offset + size] = rows.to(head.weight)
+
+
 def count_parameters(model, embeddings: bool = True) -> int:
     """Unique parameters (tied weights counted once); without the embedding/head rows if asked."""
     seen, total = set(), 0

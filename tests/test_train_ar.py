@@ -246,3 +246,34 @@ def test_throughput_measurement_runs():
     assert measure_throughput(ThroughputConfig(preset="tiny", text_vocab=50, codebook_size=16, image_tokens=16,
                                                prompt_tokens=4, micro_batch_size=2, steps=1, warmup=0, device="cpu",
                                                peak_tflops=1.0))["mfu"] > 0
+
+
+def test_fsq_visual_init_in_the_trainer_and_old_runs_still_resume(tmp_path):
+    from simplear.model import init_visual_rows, visual_code_vectors
+    from simplear.train.ar_setup import check_resume_config
+
+    ds, vt = toy_dataset(), tiny_vt()
+    fsq = ModelConfig(preset="tiny", context=64, visual_init="fsq")
+    run = train_ar(toy_config(max_steps=1, model=fsq, optim=OptimConfig(lr=0.0)), tmp_path / "fsq",
+                   dataset=ds, visual_tokenizer=vt)
+    # lr 0: the saved rows are the initial ones, which follow the FSQ grid as init_visual_rows makes them.
+    saved = load_bundle(run / "bundle", device="cpu")
+    offset = saved.vocab.visual_offset
+    expected = build_model("tiny", saved.vocab.vocab_size, seed=0)
+    init_visual_rows(expected, offset, visual_code_vectors(vt), seed=0)
+    assert torch.allclose(saved.model.get_input_embeddings().weight[offset:],
+                          expected.get_input_embeddings().weight[offset:])
+    # A trained bundle keeps its rows: asking for a new init there is refused before any step.
+    with pytest.raises(ValueError, match="drop the override"):
+        train_ar(toy_config(max_steps=1, model=ModelConfig(preset="tiny", context=64, init_from=str(run),
+                                                            visual_init="fsq")),
+                 tmp_path / "sft", dataset=ds, visual_tokenizer=vt)
+    with pytest.raises(ValueError, match="visual_init"):
+        apply_overrides(toy_config(), ["model.visual_init=zeros"])
+    # A run saved before model.visual_init existed resumes: the missing key takes its default.
+    old = json.loads((run / "config.json").read_text())
+    del old["model"]["visual_init"]
+    (run / "config.json").write_text(json.dumps(old))
+    check_resume_config(run / "config.json", toy_config(max_steps=1, optim=OptimConfig(lr=0.0)))
+    with pytest.raises(ValueError, match="model"):
+        check_resume_config(run / "config.json", toy_config(max_steps=1, model=fsq, optim=OptimConfig(lr=0.0)))

@@ -113,6 +113,10 @@ def build_vocab_and_model(config: TrainConfig, visual_tokenizer: Any, captions: 
     if kind == "bundle":
         from simplear.bundle import load_bundle
 
+        if config.model.visual_init != "random":
+            raise ValueError(f"model.visual_init={config.model.visual_init!r} sets up a new model's visual rows; "
+                             f"--init-from {folder} is a trained bundle whose rows are kept: drop the override")
+
         if not resume:
             _check_same_visual_tokenizer(folder, visual_tokenizer)
         bundle = load_bundle(folder, device="cpu", load_visual=False, dtype=torch.float32)
@@ -137,8 +141,14 @@ def build_vocab_and_model(config: TrainConfig, visual_tokenizer: Any, captions: 
         text_tokenizer = train_text_tokenizer((c for caps in captions for c in caps), config.data.text_vocab_size)
     vocab = Vocabulary(text_tokenizer, codebook)
     if kind == "qwen":
-        return vocab, init_from_qwen(folder, vocab.vocab_size), f"qwen:{folder}"
-    return vocab, build_model(config.model.preset, vocab.vocab_size, seed=config.seed), "scratch"
+        model, source = init_from_qwen(folder, vocab.vocab_size), f"qwen:{folder}"
+    else:
+        model, source = build_model(config.model.preset, vocab.vocab_size, seed=config.seed), "scratch"
+    if config.model.visual_init == "fsq":
+        from simplear.model import init_visual_rows, visual_code_vectors
+
+        init_visual_rows(model, vocab.visual_offset, visual_code_vectors(visual_tokenizer), seed=config.seed)
+    return vocab, model, source
 
 
 def grid_of(dataset) -> tuple[int, int]:
@@ -151,6 +161,10 @@ def grid_of(dataset) -> tuple[int, int]:
 def check_resume_config(saved_path: Path, config: TrainConfig) -> None:
     """Refuse to resume with settings that change what is trained (logging and stopping may differ)."""
     saved = json.loads(saved_path.read_text())
+    try:  # fields added since the run started take their defaults, as the saved config would load
+        saved = TrainConfig.from_dict(saved).to_dict()
+    except (TypeError, ValueError):
+        pass  # keys this version no longer knows: compared as they are, so they show as changed
     now = config.to_dict()
     free = {"stop_after", "progress", "log_every", "checkpoint_every", "keep_checkpoints", "device", "eval"}
     changed = sorted(k for k in now if k not in free and json.dumps(now[k]) != json.dumps(saved.get(k)))

@@ -18,6 +18,8 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from simplear.model import VISUAL_INITS
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -25,6 +27,9 @@ class ModelConfig:
     init_from: str | None = None  # a run folder, a bundle folder, or a Qwen2.5 folder
     context: int | None = None  # max sequence length; None = the model's max_position_embeddings
     gradient_checkpointing: bool = False
+    # How a new model's visual embedding rows start: "random" (the stock init; SimpleAR's mean
+    # rows for a Qwen folder) or "fsq" (rows that follow the FSQ code grid, simplear.model.init_visual_rows)
+    visual_init: str = "random"
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class TrainConfig:
             raise ValueError("batch_size, micro_batch_size and max_steps must be positive")
         if not 0.0 <= self.data.caption_dropout <= 1.0:
             raise ValueError(f"data.caption_dropout must be in [0, 1], got {self.data.caption_dropout}")
+        if self.model.visual_init not in VISUAL_INITS:
+            raise ValueError(f"model.visual_init must be one of {VISUAL_INITS}, got {self.model.visual_init!r}")
         if self.data.caption_choice not in ("random", "first"):
             raise ValueError(f"data.caption_choice must be 'random' or 'first', got {self.data.caption_choice!r}")
         if self.optim.schedule not in ("constant", "cosine"):
