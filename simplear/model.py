@@ -144,31 +144,39 @@ def visual_code_vectors(visual_tokenizer):
         return quantizer.quantized_from_codes(codes).view(size, -1).float().cpu()
 
 
-def init_visual_rows(model, visual_offset: int, code_vectors, structured: float = 0.5, seed: int = 0) -> None:
+def init_visual_rows(model, visual_offset: int, code_vectors, structured: float = 0.5, bandwidth: float = 0.5,
+                     seed: int = 0) -> None:
     """Give the visual rows of the embedding (and untied head) the FSQ grid's geometry.
 
-    Each code's row becomes `std · (√structured · P z + √(1 − structured) · n)`, with z its FSQ
-    grid point (K×d), P a fixed random d → hidden projection normalised so that P z has unit
-    variance per entry, n a fresh N(0, 1) row and `std` the model's `initializer_range`. Codes
-    that differ in one FSQ channel by one step then start close together, as their decoded
-    patches are, instead of as unrelated random vectors; the noise keeps every row distinct.
-    Same overall scale as the stock initialisation, so nothing else needs retuning.
+    Each code's row becomes `std · (√structured · φ(z) + √(1 − structured) · n)`: z is its FSQ
+    grid point (K×d, in [-1, 1]), φ random Fourier features of z (cos(zΩ + b), Ω ~ N(0, 1/bandwidth²),
+    standardised), n a fresh N(0, 1) row and `std` the model's `initializer_range`. φ(z)·φ(z')
+    approximates the Gaussian kernel exp(−|z − z'|² / 2·bandwidth²), so codes one step apart on an
+    FSQ channel (whose decoded patches are alike) start close together and far codes unrelated,
+    and a hidden state can score "codes near a point" with one dot product per row, as tied
+    output rows must. The noise keeps every row distinct; the scale is the stock one.
     """
+    import math
+
     import torch
 
     if not 0.0 <= structured <= 1.0:
         raise ValueError(f"structured must be in [0, 1], got {structured}")
+    if bandwidth <= 0:
+        raise ValueError(f"bandwidth must be positive, got {bandwidth}")
     z = torch.as_tensor(code_vectors, dtype=torch.float32)
     embedding = model.get_input_embeddings().weight
     size, hidden = z.shape[0], embedding.shape[1]
     if visual_offset + size > embedding.shape[0]:
         raise ValueError(f"{size} codes from row {visual_offset} do not fit {embedding.shape[0]} embedding rows")
     gen = torch.Generator().manual_seed(int(seed))
-    projected = z @ torch.randn(z.shape[1], hidden, generator=gen)
-    projected = (projected - projected.mean(0)) / projected.std().clamp_min(1e-8)
+    omega = torch.randn(z.shape[1], hidden, generator=gen) / bandwidth
+    phase = torch.rand(hidden, generator=gen) * 2 * math.pi
+    features = torch.cos(z @ omega + phase)
+    features = (features - features.mean(0)) / features.std().clamp_min(1e-8)
     noise = torch.randn(size, hidden, generator=gen)
     std = float(getattr(model.config, "initializer_range", 0.02))
-    rows = std * (structured ** 0.5 * projected + (1.0 - structured) ** 0.5 * noise)
+    rows = std * (structured ** 0.5 * features + (1.0 - structured) ** 0.5 * noise)
     head = model.get_output_embeddings()
     with torch.no_grad():
         embedding[visual_offset:visual_offset + size] = rows.to(embedding)

@@ -90,7 +90,7 @@ def test_fsq_visual_init_follows_the_code_grid(tied):
     assert z.shape == (40, 2) and z.min() == -1 and z.max() == 1
     assert torch.equal(z, visual_code_vectors(_Levels((8, 5), 40)))  # levels alone give the same grid
     offset = 60
-    model = build_model("tiny", offset + 40, seed=0, tie_word_embeddings=tied)
+    model = build_model("tiny", offset + 40, seed=0, tie_word_embeddings=tied, hidden_size=256)
     text_before = model.get_input_embeddings().weight[:offset].clone()
     init_visual_rows(model, offset, z, seed=0)
     rows = model.get_input_embeddings().weight[offset:].detach()
@@ -98,12 +98,12 @@ def test_fsq_visual_init_follows_the_code_grid(tied):
     assert torch.equal(model.get_output_embeddings().weight[offset:], rows)  # untied head: the same rows
     assert 0.7 * 0.02 < rows.std().item() < 1.3 * 0.02  # the stock init's scale
     assert len({tuple(r.tolist()) for r in rows}) == 40  # every code its own row
-    # Codes one step apart on one FSQ channel start closer than codes far apart on the grid.
+    # Codes one or two steps apart on one FSQ channel start closer than codes far apart on the grid.
     near = [(i, j) for i in range(40) for j in range(40) if (z[i] - z[j]).abs().sum() > 0
             and ((z[i] - z[j]).abs() > 0).sum() == 1 and (z[i] - z[j]).abs().max() <= 0.5]
     far = [(i, j) for i in range(40) for j in range(40) if (z[i] - z[j]).abs().min() >= 1.0]
     assert near and far
-    assert _mean_cos(rows, near) > 0.3 > _mean_cos(rows, far)
+    assert _mean_cos(rows, near) > 0.2 and _mean_cos(rows, far) < 0.05  # far: unrelated or opposed
     # structured=0 is the plain random init: no grid geometry left.
     init_visual_rows(model, offset, z, structured=0.0, seed=0)
     rows = model.get_input_embeddings().weight[offset:].detach()
