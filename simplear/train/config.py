@@ -199,12 +199,13 @@ def _shapes_pretrain() -> TrainConfig:
         model=ModelConfig(preset="shapes", context=256),
         data=DataConfig(shards=("data/shapes-64-tokens",), val_shards=("data/shapes-64-val-tokens",),
                         visual_tokenizer="data/fsq-tokenizer", resolution=64, text_vocab_size=512),
-        optim=OptimConfig(lr=1e-3, weight_decay=0.01, warmup_steps=50, schedule="cosine", min_lr_ratio=0.1),
-        eval=EvalConfig(every=200, suite_prompts=16),
-        # 800 x 64 sequences of 83 tokens = 4.2M tokens: about 17 minutes at the 1.3 s/step the
-        # trainer ran inside the recipe on the 2-core CPU (docs/benchmarks.md). The 128-px SFT
-        # stage, not this one, draws the shapes the judge reads, so it gets the larger share.
-        batch_size=64, micro_batch_size=64, max_steps=800, checkpoint_every=100, log_every=10,
+        optim=OptimConfig(lr=1e-3, weight_decay=0.01, warmup_steps=100, schedule="cosine", min_lr_ratio=0.1),
+        eval=EvalConfig(every=400, suite_prompts=16),
+        # 1,330 x 32 sequences of 83 tokens = 3.5M tokens: about 22 minutes with its evaluations
+        # on the 2-core CPU, as long as the 800 x 64 it replaced (2026-11-24), which saw more
+        # sequences but took fewer steps and ended worse at every stage (docs/benchmarks.md). The
+        # 128-px SFT stage, not this one, draws the shapes the judge reads: it gets the larger share.
+        batch_size=32, micro_batch_size=32, max_steps=1330, checkpoint_every=100, log_every=10,
     )
 
 

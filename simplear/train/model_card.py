@@ -136,6 +136,10 @@ def write_model_card(root: str | Path, command: str) -> Path:
     if curves is not None:
         parts.append("GRPO reward and judge score over steps (`grpo/curves.png`):\n\n"
                      "![GRPO curves](grpo/curves.png)\n\n")
+    elif (root / "grpo" / "log.jsonl").is_file():
+        parts.append("GRPO curves: not drawn, matplotlib is not installed (`pip install \"simplear[plot]\"`, "
+                     "then run the same recipe command again: its finished stages are skipped and this card "
+                     "is written with the curves).\n\n")
     out = root / CARD_FILE
     atomic_write_text(out, "".join(parts))
     return out
