@@ -51,7 +51,7 @@ def test_stages_up_to_sft_ran_and_were_evaluated(recipe_dir):
     assert targets[2]["met"] is None  # no GRPO stage yet
 
 
-def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, capsys):
+def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, capsys, monkeypatch):
     marker = recipe_dir / "stages" / "sft.json"
     before = marker.stat().st_mtime_ns
     assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
@@ -76,6 +76,18 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     picture = Image.open(recipe_dir / "samples" / "stages.png")
     assert picture.height == 24 + 6 * 64  # a label row + one row per grid prompt at the SFT size
     assert (recipe_dir / "grpo" / "curves.png").is_file() and "grpo/curves.png" in card
+    # Without matplotlib the card says why the curves are missing (and how to draw them).
+    import simplear.train.plot as plot_module
+    from simplear.train.model_card import write_model_card
+
+    def no_matplotlib(*args, **kwargs):
+        raise ValueError("simplear plot needs matplotlib")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(plot_module, "plot_run", no_matplotlib)
+        bare = write_model_card(recipe_dir, "simplear recipe shapes --smoke").read_text()
+    assert "GRPO curves: not drawn, matplotlib is not installed" in bare and "![GRPO curves]" not in bare
+    write_model_card(recipe_dir, f"simplear recipe shapes --out {recipe_dir} --smoke")
 
     # An interrupted GRPO stage (no marker, checkpoints on disk) resumes from its checkpoint.
     (recipe_dir / "stages" / "grpo.json").unlink()
