@@ -163,6 +163,18 @@ def test_geneval_table_means_over_tags_and_splits_held_out_pairs():
     assert spread(list(range(10)), 3) == [0, 3, 6] and spread([1, 2], 0) == [1, 2]
 
 
+def test_stage_table_cuts_figures_down_never_up():
+    from simplear.train.recipe import stage_table
+
+    ev = {"overall": 0.37399, "tags": {"colors": 0.5799}, "images": 4, "heldout": {"overall": 0.0999},
+          "seen": {"overall": 0.38}}
+    rows, markdown = stage_table({"grpo": {"eval": ev, "seconds": 799.9}})
+    assert rows[0]["overall"] == 0.37399
+    line = markdown.splitlines()[-1]
+    assert line.startswith("| grpo | 0.373 |") and "| 0.579 |" in line and "| 0.099 |" in line
+    assert line.endswith("| 4 | 799 |")  # 799.9 s is not 800
+
+
 def test_ship_bundle_copies_the_final_bundle_and_card_and_enforces_the_size_limit(recipe_dir, tmp_path):
     from simplear.bundle import load_bundle
     from simplear.train.model_card import ship_bundle, write_model_card

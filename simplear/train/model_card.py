@@ -99,7 +99,7 @@ def write_model_card(root: str | Path, command: str) -> Path:
                      f"`{given}`, weights sha256 `{stages['tokenizer']['sha256'][:16]}...`); how it was trained "
                      "is in its own `tokenizer/train_config.json` when that folder had one.\n\n")
     parts.append("## Stage table and targets\n\n" + table + "\n")
-    timing = [{"stage": n, "seconds": round(s["seconds"]) if "seconds" in s else "–"}
+    timing = [{"stage": n, "seconds": int(s["seconds"]) if "seconds" in s else "–"}
               for n, s in stages.items()]
     order = {n: i for i, n in enumerate(("data", "tokenizer", "tokens", "pretrain", "sft", "grpo"))}
     timing.sort(key=lambda r: order.get(r["stage"], 99))
@@ -129,8 +129,9 @@ def write_model_card(root: str | Path, command: str) -> Path:
         parts.append("## GRPO\n\nSettings (`grpo/config.json`):\n\n```\n"
                      + json.dumps({k: settings[k] for k in keys if k in settings}, indent=1) + "\n```\n\n")
         if last:
-            parts.append(f"Last step: reward mean {last.get('reward_mean', 0):.3f}, KL {last.get('kl', 0):.3f}, "
-                         f"clip fraction {last.get('clip_fraction', 0):.3f}, {last.get('seconds', 0):.1f} s.\n\n")
+            parts.append(f"Last step: reward mean {format_down(last.get('reward_mean', 0), 3)}, "
+                         f"KL {format_down(last.get('kl', 0), 3)}, clip fraction {format_down(last.get('clip_fraction', 0), 3)}, "
+                         f"{format_down(last.get('seconds', 0), 1)} s.\n\n")
     parts.append("## Samples\n\nThe same prompts and seeds after each stage (`samples/stages.png`):\n\n"
                  "![samples after each stage](samples/stages.png)\n\n")
     if curves is not None:

@@ -355,7 +355,7 @@ def stage_table(results: dict) -> tuple[list[dict], str]:
 
     for r in rows:
         cells = [r["stage"], fmt(r["overall"])] + [fmt(r["tags"].get(t)) for t in TAGS]
-        cells += [fmt(r["heldout"]), fmt(r["seen"]), fmt(r["images"]), fmt(r["seconds"] and round(r["seconds"]))]
+        cells += [fmt(r["heldout"]), fmt(r["seen"]), fmt(r["images"]), fmt(r["seconds"] and int(r["seconds"]))]
         lines.append("| " + " | ".join(cells) + " |")
     return rows, "\n".join(lines) + "\n"
 
@@ -444,7 +444,7 @@ def run_recipe(cfg: RecipeConfig, log: Callable[[str], None] = print, command: s
             results[name] = info
         if "eval" in results[name]:
             ev = results[name]["eval"]
-            log(f"recipe: {name} overall {ev['overall']:.4f}")
+            log(f"recipe: {name} overall {format_down(ev['overall'], 4)}")
         if name == cfg.until:
             break
     rows, markdown = stage_table(results)
