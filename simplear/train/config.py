@@ -202,7 +202,7 @@ def _shapes_pretrain() -> TrainConfig:
         optim=OptimConfig(lr=1e-3, weight_decay=0.01, warmup_steps=100, schedule="cosine", min_lr_ratio=0.1),
         eval=EvalConfig(every=400, suite_prompts=16),
         # 1,330 x 32 sequences of 83 tokens = 3.5M tokens: 21.5 minutes with its evaluations
-        # on the 2-core CPU, as long as the 800 x 64 it replaced (2026-11-24), which saw more
+        # on the 2-core CPU, about as long as the 800 x 64 it replaced (2026-11-24), which saw more
         # sequences but took fewer steps and ended worse at every stage (docs/benchmarks.md). The
         # 128-px SFT stage, not this one, draws the shapes the judge reads: it gets the larger share.
         batch_size=32, micro_batch_size=32, max_steps=1330, checkpoint_every=100, log_every=10,
