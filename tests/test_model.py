@@ -113,7 +113,7 @@ def test_fsq_visual_init_follows_the_code_grid(tied):
 def test_fsq_visual_init_bad_input():
     model = build_model("tiny", 30, seed=0)
     with pytest.raises(ValueError, match="FSQ visual tokenizer"):
-        visual_code_vectors(object.__new__(type("NoLevels", (), {"codebook_size": 16})))
+        visual_code_vectors(type("NoLevels", (), {"codebook_size": 16})())
     with pytest.raises(ValueError, match="give 16 codes but the tokenizer has 20"):
         visual_code_vectors(_Levels((4, 4), 20))
     with pytest.raises(ValueError, match="do not fit"):
