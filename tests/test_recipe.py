@@ -71,6 +71,7 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     assert f"simplear recipe shapes --out {recipe_dir} --smoke" in card and "| grpo |" in card
     assert "samples/stages.png" in card and (recipe_dir / "samples" / "stages.png").is_file()
     assert "32 at 64 px, plain background, boxes on a 16 x 16 grid" in card
+    assert "4 steps on 32-px crops of images at 32 and 64 px, then 2 on whole images at 32 px" in card
     from PIL import Image
 
     picture = Image.open(recipe_dir / "samples" / "stages.png")
@@ -108,6 +109,18 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     assert json.loads(sft_config.read_text())["optim"]["warmup_steps"] == started["optim"]["warmup_steps"]
     assert (recipe_dir / "stages" / "sft.json").is_file()
     sft_config.write_text(original)
+    # The same for the tokenizer stage, when the named tokenizer recipe's defaults change under it.
+    from simplear.train.tokenizer import RECIPES
+    from simplear.visual_tokenizers import load_visual_tokenizer
+
+    tok_weights = load_visual_tokenizer(recipe_dir / "tokenizer").fingerprint()
+    (recipe_dir / "stages" / "tokenizer.json").unlink()
+    with monkeypatch.context() as patch:
+        patch.setitem(RECIPES["shapes"], "warmup", RECIPES["shapes"]["warmup"] + 1)
+        assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
+    assert "tokenizer continues with the settings it started with" in capsys.readouterr().out
+    assert load_visual_tokenizer(recipe_dir / "tokenizer").fingerprint() == tok_weights  # the same weights
+    assert (recipe_dir / "stages" / "tokenizer.json").is_file()
 
     # A folder written before a setting existed continues while that setting keeps its default.
     saved = json.loads((recipe_dir / "recipe.json").read_text())

@@ -7,7 +7,7 @@ import torch
 from conftest import run_cli
 from PIL import Image
 
-from simplear.train.tokenizer import RECIPES, TokenizerTrainConfig, recipe_config, train_tokenizer
+from simplear.train.tokenizer import RECIPES, TokenizerTrainConfig, recipe_config, step_plan, train_tokenizer
 from simplear.visual_tokenizers import FSQAutoencoderConfig, load_visual_tokenizer
 
 TINY = dict(
@@ -42,14 +42,16 @@ def test_training_improves_logs_and_saves(tmp_path):
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
-    small = {**TINY, "log_every": 2, "checkpoint_every": 4, "eval_images": 4, "resolutions": (32,)}
-    train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "a"), steps=10, **small), log=lambda *_: None)
+    # 6 crop steps, then 4 finishing steps on whole 64-px images: the resumed run crosses the phases.
+    small = {**TINY, "log_every": 2, "checkpoint_every": 4, "eval_images": 4, "resolutions": (32,),
+             "finish_steps": 4, "finish_resolutions": (64,), "finish_warmup": 1}
+    train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "a"), steps=6, **small), log=lambda *_: None)
 
     def killed_at_step_6(message):  # the checkpoint of step 4 exists, steps 5-6 are lost
         if message.startswith("step 6/"):
             raise KeyboardInterrupt
 
-    cfg = TokenizerTrainConfig(out=str(tmp_path / "b"), steps=10, **small)
+    cfg = TokenizerTrainConfig(out=str(tmp_path / "b"), steps=6, **small)
     with pytest.raises(KeyboardInterrupt):
         train_tokenizer(cfg, log=killed_at_step_6)
     assert not (tmp_path / "b/model.safetensors").exists()
@@ -87,6 +89,37 @@ def test_recipes_and_config_validation():
         recipe_config("nope")
     with pytest.raises(ValueError, match="divisible"):
         TokenizerTrainConfig(resolutions=(60,))
+    with pytest.raises(ValueError, match="divisible"):
+        TokenizerTrainConfig(finish_steps=4, finish_resolutions=(64, 100))
+    with pytest.raises(ValueError, match="needs finish_resolutions"):
+        TokenizerTrainConfig(finish_steps=4)
+    with pytest.raises(ValueError, match="at least one step"):
+        TokenizerTrainConfig(finish_steps=1, finish_resolutions=(64, 96))
+    with pytest.raises(ValueError, match="finish_steps must be >= 0"):
+        TokenizerTrainConfig(finish_steps=-1, finish_resolutions=(64,))
+    # A config saved before the finishing fields existed reads back with them off.
+    old = {k: v for k, v in TokenizerTrainConfig().to_dict().items() if not k.startswith("finish")}
+    assert TokenizerTrainConfig.from_dict({**old, "unknown_later_field": 1}).finish_steps == 0
+
+
+def test_step_plan_crops_then_finishes_on_whole_images_block_by_block():
+    cfg = TokenizerTrainConfig(resolutions=(64, 128), crop=64, steps=10, lr=1e-3, warmup=2, edge_weight=4.0,
+                               finish_steps=7, finish_resolutions=(64, 96), finish_lr=2e-4, finish_warmup=2,
+                               finish_edge_weight=8.0)
+    assert cfg.total_steps == 17
+    plans = [step_plan(s, cfg) for s in range(cfg.total_steps)]
+    assert [p.resolution for p in plans[:4]] == [64, 128, 64, 128] and {p.crop for p in plans[:10]} == {64}
+    assert {p.edge_weight for p in plans[:10]} == {4.0} and {p.edge_weight for p in plans[10:]} == {8.0}
+    assert plans[0].lr == pytest.approx(5e-4) and plans[1].lr == pytest.approx(1e-3)
+    assert plans[9].lr < plans[2].lr  # cosine decay over the crop phase
+    # Finishing: 7 steps over two sizes -> blocks of 3 (64 px) and 4 (96 px), whole images,
+    # each block warming up again from its own start.
+    assert [p.resolution for p in plans[10:]] == [64, 64, 64, 96, 96, 96, 96]
+    assert {p.crop for p in plans[10:]} == {0}
+    assert [plans[i].lr for i in (10, 11, 13, 14)] == pytest.approx([1e-4, 2e-4, 1e-4, 2e-4])
+    assert plans[16].lr < plans[14].lr
+    no_override = TokenizerTrainConfig(edge_weight=4.0, finish_steps=2, finish_resolutions=(64,))
+    assert step_plan(no_override.steps, no_override).edge_weight == 4.0
 
 
 def test_cli_train_tokenizer(tmp_path):
@@ -94,8 +127,12 @@ def test_cli_train_tokenizer(tmp_path):
         "train", "tokenizer", "--recipe", "shapes", "--out", tmp_path / "tok", "--steps", "2",
         "--levels", "5,4,3", "--channels", "8,8,8,8", "--res-blocks", "0,0,0,1", "--resolutions", "32",
         "--crop", "32", "--batch-size", "4", "--eval-images", "4", "--device", "cpu",
+        "--finish-steps", "2", "--finish-resolutions", "64", "--finish-lr", "1e-4", "--finish-edge-weight", "8",
     )
     assert code == 0
+    saved = json.loads((tmp_path / "tok/train_config.json").read_text())
+    assert (saved["finish_steps"], saved["finish_resolutions"], saved["finish_edge_weight"]) == (2, [64], 8.0)
+    assert [json.loads(x)["step"] for x in (tmp_path / "tok/train/log.jsonl").read_text().splitlines()][-1] == 4
     assert load_visual_tokenizer(tmp_path / "tok").codebook_size == 60
     assert run_cli("train", "tokenizer", "--out", tmp_path / "t2", "--data", tmp_path / "missing.jsonl") == 2
 

@@ -38,6 +38,10 @@ def _train_tokenizer(args) -> int:
         edge_weight=args.edge_weight,
         init_from=args.init_from,
         freeze_encoder=args.freeze_encoder or None,
+        finish_steps=args.finish_steps,
+        finish_resolutions=args.finish_resolutions,
+        finish_lr=args.finish_lr,
+        finish_edge_weight=args.finish_edge_weight,
         seed=args.seed,
         device=args.device,
         eval_images=args.eval_images,
@@ -102,13 +106,19 @@ def register(top, groups) -> None:
     p.add_argument("--resolutions", type=_ints, help="training image sizes, e.g. 64,128")
     p.add_argument("--crop", type=int, help="random crop side (0: whole images)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="steps on crops (the finishing phase, --finish-steps, comes after)")
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup", type=int, help="linear warm-up steps")
     p.add_argument("--edge-weight", type=float, help="extra loss weight on pixels near colour edges")
     p.add_argument("--init-from", help="start from this tokenizer folder's weights (fine-tuning)")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="with --init-from: train the decoder only, so the codes (and shards, models) stay valid")
+    p.add_argument("--finish-steps", type=int,
+                   help="after --steps, this many steps on whole images at --finish-resolutions (0: none)")
+    p.add_argument("--finish-resolutions", type=_ints,
+                   help="whole-image sizes of the finishing phase, one equal block each, in order, e.g. 64,96")
+    p.add_argument("--finish-lr", type=float, help="peak learning rate of each finishing block")
+    p.add_argument("--finish-edge-weight", type=float, help="edge weight while finishing (default: --edge-weight)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
     p.add_argument("--eval-images", type=int)

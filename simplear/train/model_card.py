@@ -94,6 +94,16 @@ def write_model_card(root: str | Path, command: str) -> Path:
                  + ", the suite's held-out colour-class pairs left out. The tokenizer trains on textured "
                  "scenes anywhere; the model is judged on whatever it draws.\n\n")
     given = stages.get("tokenizer", {}).get("copied_from")
+    trained = root / "tokenizer" / "train_config.json"
+    if not given and trained.is_file():
+        t = json.loads(trained.read_text())
+        crops = f"{t['crop']}-px crops of" if t.get("crop") else "whole"
+        line = (f"Visual tokenizer: FSQ, levels {t['levels']}, downsampling {t['downsample']}; {t['steps']:,} steps "
+                f"on {crops} images at {' and '.join(map(str, t['resolutions']))} px")
+        if t.get("finish_steps"):
+            line += (f", then {t['finish_steps']:,} on whole images at "
+                     f"{' then '.join(map(str, t['finish_resolutions']))} px")
+        parts.append(line + f" (batch {t['batch_size']}; `tokenizer/train_config.json`).\n\n")
     if given:
         parts.append(f"Visual tokenizer: not trained by this command but given with `--tokenizer` (a copy of "
                      f"`{given}`, weights sha256 `{stages['tokenizer']['sha256'][:16]}...`); how it was trained "

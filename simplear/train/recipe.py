@@ -140,7 +140,7 @@ def smoke_config(out: str, device: str | None = None) -> RecipeConfig:
         val_images=8,
         tokenizer_overrides={"steps": 4, "batch_size": 4, "channels": (8, 16, 16, 16), "res_blocks": (0, 0, 0, 0),
                              "crop": 32, "eval_images": 8, "log_every": 2, "checkpoint_every": 2,
-                             "levels": (4, 4)},
+                             "levels": (4, 4), "finish_steps": 2, "finish_resolutions": (32,)},
         pretrain_overrides=(*tiny_ar, "model.context=160"),
         sft_overrides=(*tiny_ar, "model.context=192"),
         grpo_overrides={"steps": 2, "prompts_per_step": 2, "group_size": 2, "passes": 1, "eval_every": 0,
@@ -181,6 +181,18 @@ def _tokenizer(cfg: RecipeConfig, root: Path) -> dict:
         overrides = {"resolutions": (cfg.low_resolution, cfg.high_resolution), "seed": cfg.seed,
                      "device": cfg.device, **cfg.tokenizer_overrides}
         tcfg = recipe_config(cfg.tokenizer_recipe, out=str(root / "tokenizer"), **overrides)
+        saved = root / "tokenizer" / "train_config.json"
+        if saved.is_file() and (root / "tokenizer" / "train" / "checkpoint.pt").is_file():
+            # Like the AR stages: an interrupted tokenizer continues with the settings it started
+            # with, even where the named recipe's defaults changed since (e.g. its finishing phase,
+            # added 2026-11-24).
+            from simplear.train.tokenizer import TokenizerTrainConfig
+
+            started = dataclasses.replace(TokenizerTrainConfig.from_dict(json.loads(saved.read_text())),
+                                          device=cfg.device, out=tcfg.out)
+            if started != tcfg:
+                print(f"recipe: tokenizer continues with the settings it started with ({saved})", flush=True)
+                tcfg = started
         train_tokenizer(tcfg)
     report = evaluate_tokenizer(TokenizerEvalConfig(
         tokenizer=str(root / "tokenizer"), resolutions=(cfg.low_resolution, cfg.high_resolution),
