@@ -85,6 +85,9 @@ def test_recipes_and_config_validation():
     cfg = recipe_config("shapes", steps=7, out="x", levels=None)
     assert cfg.steps == 7 and cfg.levels == (8, 8, 8, 5) and cfg.downsample == 8 and cfg.batch_size == 8
     assert recipe_config("shapes-d16").downsample == 16
+    finish = recipe_config("shapes-finish")  # `shapes` + 400 whole-image steps at 64 px, then 400 at 96 px
+    assert (finish.steps, finish.finish_steps, finish.finish_resolutions) == (4000, 800, (64, 96))
+    assert recipe_config("shapes").finish_steps == 0  # the ShapesWorld recipe's tokenizer has no finish
     with pytest.raises(ValueError, match="unknown tokenizer recipe"):
         recipe_config("nope")
     with pytest.raises(ValueError, match="divisible"):

@@ -96,7 +96,7 @@ def register(top, groups) -> None:
         help="train an FSQ visual tokenizer (conv autoencoder)",
         description="Train our FSQ autoencoder; flags override the recipe. Resumes from OUT/train/checkpoint.pt.",
     )
-    p.add_argument("--recipe", default="shapes", help="named recipe (shapes, shapes-d16); default: shapes")
+    p.add_argument("--recipe", default="shapes", help="named recipe (shapes, shapes-finish, shapes-d16); default: shapes")
     p.add_argument("--out", required=True, help="output tokenizer folder")
     p.add_argument("--data", help="'shapes' (render on the fly), a captions JSONL or an image folder")
     p.add_argument("--levels", type=_ints, help="FSQ levels, e.g. 8,5,5,5")

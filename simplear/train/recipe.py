@@ -184,8 +184,7 @@ def _tokenizer(cfg: RecipeConfig, root: Path) -> dict:
         saved = root / "tokenizer" / "train_config.json"
         if saved.is_file() and (root / "tokenizer" / "train" / "checkpoint.pt").is_file():
             # Like the AR stages: an interrupted tokenizer continues with the settings it started
-            # with, even where the named recipe's defaults changed since (e.g. its finishing phase,
-            # added 2026-11-24).
+            # with, even where the named tokenizer recipe's defaults changed since.
             from simplear.train.tokenizer import TokenizerTrainConfig
 
             started = dataclasses.replace(TokenizerTrainConfig.from_dict(json.loads(saved.read_text())),
