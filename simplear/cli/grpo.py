@@ -33,6 +33,7 @@ def _recipe(args: argparse.Namespace) -> int:
                                  ("eval_images_per_prompt", args.images_per_prompt),
                                  ("eval_batch_size", args.eval_batch_size),
                                  ("data_background", args.data_background), ("data_grid", args.data_grid),
+                                 ("data_caption_order", args.data_caption_order),
                                  ("tokenizer_from", args.tokenizer))
                if v is not None}
     if args.grpo_steps is not None:
@@ -55,7 +56,8 @@ def _recipe(args: argparse.Namespace) -> int:
              ("--eval-batch-size", args.eval_batch_size),
              ("--pretrain-steps", args.pretrain_steps), ("--sft-steps", args.sft_steps),
              ("--grpo-steps", args.grpo_steps), ("--data-background", args.data_background),
-             ("--data-grid", args.data_grid), ("--tokenizer", args.tokenizer)]
+             ("--data-grid", args.data_grid), ("--data-caption-order", args.data_caption_order),
+             ("--tokenizer", args.tokenizer)]
     flags += [("--pretrain-set", v) for v in args.pretrain_set or []] + [("--sft-set", v) for v in args.sft_set or []]
     command = " ".join([f"simplear recipe {args.name} --out {args.out}"]
                        + [flag if value is True else f"{flag} {value}" for flag, value in flags if value is not None])
@@ -64,7 +66,7 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def register(top, groups) -> None:
-    from simplear.data.shapes import BACKGROUND_STYLES
+    from simplear.data.shapes import BACKGROUND_STYLES, CAPTION_ORDERS
 
     p = groups["train"].add_parser(
         "grpo", help="GRPO (RL) on a trained bundle with the judge or a CLIP reward",
@@ -139,6 +141,9 @@ def register(top, groups) -> None:
                    help="background of the pretraining/SFT scenes (default plain grey; the suite is judged as is)")
     r.add_argument("--data-grid", dest="data_grid", type=int, default=None,
                    help="put the training scenes' boxes on an N x N grid (default 16, the 128-px token grid; 0 = off)")
+    r.add_argument("--data-caption-order", dest="data_caption_order", choices=CAPTION_ORDERS, default=None,
+                   help="how training captions order a scene's objects: as sampled (given) or in the raster "
+                        "order the image tokens draw them (raster); default: given")
     r.add_argument("--tokenizer", default=None,
                    help="a trained visual tokenizer folder to use instead of training one (copied into OUT/tokenizer)")
     r.set_defaults(func=_recipe)

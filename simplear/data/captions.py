@@ -11,9 +11,19 @@ What it is not: the scene sampler or renderer (`simplear.data.shapes`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from simplear.data.shapes import COLORS, COUNT_WORDS, PLURALS, Scene, article, validate_metadata
+from simplear.data.shapes import (
+    CAPTION_ORDERS,
+    COLORS,
+    COUNT_WORDS,
+    PLURALS,
+    Scene,
+    article,
+    validate_metadata,
+)
 
 # Counts past GenEval's four only occur in hand-written metadata; spell them too.
 _NUMBER_WORDS = {**COUNT_WORDS, 5: "five", 6: "six", 7: "seven", 8: "eight"}
@@ -138,8 +148,36 @@ def long_caption(scene: Scene) -> str:
     return f"a picture of {_join(parts)}, on {_background_words(scene)}"
 
 
-def short_variants(scene: Scene, rng: np.random.Generator) -> list[str]:
-    """Three natural short captions from templates: with true colours, `there is/are`, plain."""
+def raster_ordered(scene: Scene) -> Scene:
+    """The scene with its clauses renumbered in the order a raster scan meets their objects.
+
+    A clause's place is its first object's: the smallest box top edge, then the leftmost centre
+    (rows top to bottom, left to right, as the image tokens are generated). The objects and the
+    image are unchanged; `metadata["include"]` and each object's `clause` follow the new order.
+    Scenes with fewer than two clauses or with a relation (whose clause indices the relation
+    words carry) are returned as they are.
+    """
+    include = scene.metadata.get("include", [])
+    if len(include) < 2 or any("position" in c for c in include):
+        return scene
+
+    def key(clause: int) -> tuple[float, float]:
+        return min((round(o.cy - o.size / 2, 6), round(o.cx, 6)) for o in scene.objects if o.clause == clause)
+
+    order = sorted(range(len(include)), key=key)
+    if order == list(range(len(include))):
+        return scene
+    new_index = {old: new for new, old in enumerate(order)}
+    metadata = {**scene.metadata, "include": [include[i] for i in order]}
+    objects = tuple(dataclasses.replace(o, clause=new_index[o.clause]) for o in scene.objects)
+    return dataclasses.replace(scene, objects=objects, metadata=metadata)
+
+
+def short_variants(scene: Scene, rng: np.random.Generator, keep_order: bool = False) -> list[str]:
+    """Three natural short captions from templates: with true colours, `there is/are`, plain.
+
+    Without `keep_order` the plain variant names unrelated clauses in reverse half of the time.
+    """
     include = scene.metadata["include"]
     placed = [i for i, c in enumerate(include) if "position" in c]
 
@@ -150,7 +188,7 @@ def short_variants(scene: Scene, rng: np.random.Generator) -> list[str]:
             rel = _NATURAL_RELATION[rel] if natural else rel
             return f"{_clause_phrase(scene, i, colored)} {rel} {_clause_phrase(scene, ref, colored)}"
         order = list(range(len(include)))
-        if not natural:
+        if not natural and not keep_order:
             order.reverse()  # "a heart and a circle": word order carries no meaning here
         return _join([_clause_phrase(scene, i, colored) for i in order])
 
@@ -160,11 +198,21 @@ def short_variants(scene: Scene, rng: np.random.Generator) -> list[str]:
     return [prefix + phrase(True, True), there, phrase(False, bool(rng.random() < 0.5))]
 
 
-def scene_captions(scene: Scene, rng: np.random.Generator | int | None = None) -> list[str]:
-    """`[canonical GenEval prompt, long caption, *short variants]`, deduplicated."""
+def scene_captions(scene: Scene, rng: np.random.Generator | int | None = None, order: str = "given") -> list[str]:
+    """`[canonical GenEval prompt, long caption, *short variants]`, deduplicated.
+
+    `order="raster"` names the clauses of a scene without relations in raster order in every
+    caption (`raster_ordered`); "given" keeps the metadata's order. Both draw the same random
+    numbers, so the rest of an example seeded alike is unchanged.
+    """
+    if order not in CAPTION_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(CAPTION_ORDERS)}, got {order!r}")
     if rng is None or isinstance(rng, (int, np.integer)):
         rng = np.random.default_rng(0 if rng is None else int(rng))
-    captions = [canonical_prompt(scene.metadata), long_caption(scene), *short_variants(scene, rng)]
+    raster = order == "raster"
+    if raster:
+        scene = raster_ordered(scene)
+    captions = [canonical_prompt(scene.metadata), long_caption(scene), *short_variants(scene, rng, keep_order=raster)]
     seen, out = set(), []
     for caption in captions:
         if caption not in seen:
@@ -178,6 +226,7 @@ __all__ = [
     "long_caption",
     "noun_phrase",
     "number_word",
+    "raster_ordered",
     "scene_captions",
     "scene_metadata",
     "short_variants",

@@ -65,6 +65,9 @@ BACKGROUND_MAX_CHROMA = 30.0
 BACKGROUND_MAX_NOISE = 12.0
 
 BACKGROUND_STYLES = ("textured", "flat", "plain")
+# How training captions order a scene's clauses: "given" (the sampled metadata's order, with one
+# short variant reversed) or "raster" (the order a raster scan meets the objects; captions.py).
+CAPTION_ORDERS = ("given", "raster")
 PLAIN_BACKGROUND = (128.0, 128.0, 128.0)  # mid grey: level 128, chroma 0
 
 # Geometry limits (fractions of the image side). MIN_OBJECT_SIZE keeps objects >= 10 px at 64 px.
@@ -368,6 +371,11 @@ class ShapesConfig:
     # (at 128 px with an 8x tokenizer, grid 16 puts every box edge on a token boundary, so a
     # shape of one class, size and colour is always the same token pattern).
     grid: int = 0
+    # "given": captions name a scene's clauses in the sampled order, and one short variant reverses
+    # them, so word order carries no meaning. "raster": every caption of a scene without relations
+    # names its clauses in the order a raster scan meets their objects (top to bottom, then left to
+    # right), so "a star and a heart" also says which one the image tokens draw first.
+    caption_order: str = "given"
 
     def __post_init__(self):
         heldout = tuple((str(c), str(k)) for c, k in self.heldout)
@@ -397,6 +405,8 @@ class ShapesConfig:
         if self.grid and math.ceil(self.min_size * self.grid - 1e-9) > math.floor(self.max_size * self.grid + 1e-9):
             raise ValueError(f"grid {self.grid} has no whole cell count between min_size {self.min_size} "
                              f"and max_size {self.max_size}; use a finer grid or a wider size range")
+        if self.caption_order not in CAPTION_ORDERS:
+            raise ValueError(f"caption_order must be one of {', '.join(CAPTION_ORDERS)}, got {self.caption_order!r}")
         if self.background not in BACKGROUND_STYLES:
             raise ValueError(f"background must be one of {', '.join(BACKGROUND_STYLES)}, got {self.background!r}")
 
@@ -691,6 +701,7 @@ __all__ = [
     "BACKGROUND_MAX_CHROMA",
     "BACKGROUND_MAX_NOISE",
     "BACKGROUND_STYLES",
+    "CAPTION_ORDERS",
     "PLAIN_BACKGROUND",
     "CLASSES",
     "COLORS",

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from simplear.data.captions import scene_captions, scene_metadata
+from simplear.data.captions import raster_ordered, scene_captions, scene_metadata
 from simplear.data.shapes import Scene, ShapesConfig, render_scene, sample_scene
 from simplear.utils import atomic_dir
 
@@ -53,10 +53,16 @@ class ShapesExample:
 
 
 def make_example(seed: int, resolution: int, config: ShapesConfig = ShapesConfig()) -> ShapesExample:
-    """One training example from its own seed: scene, image, captions and GenEval metadata."""
+    """One training example from its own seed: scene, image, captions and GenEval metadata.
+
+    With `config.caption_order == "raster"` the scene's clauses are renumbered in raster order
+    (`raster_ordered`), so its metadata, `prompt` and captions all name them that way.
+    """
     rng = np.random.default_rng(seed)
     scene = sample_scene(rng, config)
-    captions = scene_captions(scene, rng)
+    if config.caption_order == "raster":
+        scene = raster_ordered(scene)
+    captions = scene_captions(scene, rng, order=config.caption_order)
     return ShapesExample(render_scene(scene, resolution), captions, scene_metadata(scene), scene, seed)
 
 

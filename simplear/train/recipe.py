@@ -45,7 +45,7 @@ GRID_PROMPTS = (
 
 # Fields whose default changed what the recipe does: the value a run made before the field
 # existed implicitly used (recipe.json files without the key are read with these).
-LEGACY = {"data_background": "textured", "data_grid": 0}
+LEGACY = {"data_background": "textured", "data_grid": 0, "data_caption_order": "given"}
 # Fields that only change how stages are evaluated and whose defaults have changed since runs were
 # made with the old ones: continuing such a run uses the values in its recipe.json (run_recipe).
 KEEP_ON_RESUME = ("eval_batch_size", "tune_sampling")
@@ -76,6 +76,8 @@ class RecipeConfig:
     # offsets. The tokenizer still trains, and the suite is still judged, on textured scenes.
     data_background: str = "plain"
     data_grid: int = 16
+    # How the training captions order a scene's clauses (ShapesConfig.caption_order).
+    data_caption_order: str = "given"
     tokenizer_recipe: str = "shapes"
     # A trained visual tokenizer folder to use instead of training one (copied into DIR/tokenizer,
     # then judged like a trained one); tokenizer_recipe/tokenizer_overrides are then unused.
@@ -109,7 +111,8 @@ class RecipeConfig:
                 raise ValueError(f"{name} must be >= 1")
         from simplear.data.shapes import ShapesConfig
 
-        ShapesConfig(background=self.data_background, grid=self.data_grid)  # raises on bad values
+        ShapesConfig(background=self.data_background, grid=self.data_grid,
+                     caption_order=self.data_caption_order)  # raises on bad values
         for pair in self.tune_sampling:
             if len(pair) != 2 or pair[0] < 1.0 or pair[1] <= 0:
                 raise ValueError(f"tune_sampling holds (cfg_scale >= 1, temperature > 0) pairs, got {pair!r}")
@@ -164,7 +167,7 @@ def _data(cfg: RecipeConfig, root: Path) -> dict:
         if (folder / "config.json").is_file():
             continue  # written whole by an atomic folder rename: complete
         seed = cfg.seed * 10 + offset  # different images in every set
-        shapes = ShapesConfig(background=cfg.data_background, grid=cfg.data_grid)
+        shapes = ShapesConfig(background=cfg.data_background, grid=cfg.data_grid, caption_order=cfg.data_caption_order)
         write_shapes_dataset(folder, ShapesDatasetConfig(num=num, resolution=resolution, seed=seed, shapes=shapes),
                              overwrite=True)
     return {"sets": {k: v[0] for k, v in sets.items()}}
