@@ -4,7 +4,8 @@ order, without rendering or tokenising again (the images and codes do not change
 Every row is made again from its own seed (`make_example`'s scene and captions, no rendering):
 the row's objects must come out the same, else the folder was not made with the given settings
 and nothing is written. With `--order given` the captions must also come out byte-identical,
-which checks the rewrite itself. Files are replaced atomically, one at a time.
+which checks the rewrite itself. Every row is checked before any file is replaced; each file is
+replaced atomically.
 
     python scripts/recaption_shapes.py runs/r/data/high runs/r/tokens/high --order raster
 """
@@ -46,7 +47,7 @@ def _remake(row: dict, config, resolution: int) -> dict:
     return {"captions": scene_captions(scene, rng, order=config.caption_order), "metadata": scene_metadata(scene)}
 
 
-def _rewrite(path: Path, config, resolution: int, check_same: bool) -> int:
+def _remade_lines(path: Path, config, resolution: int, check_same: bool) -> tuple[list[str], int]:
     changed, out = 0, []
     for line in path.read_text().splitlines():
         row = json.loads(line)
@@ -56,10 +57,13 @@ def _rewrite(path: Path, config, resolution: int, check_same: bool) -> int:
         changed += new["captions"] != row["captions"]
         row.update(new)
         out.append(json.dumps(row))
+    return out, changed
+
+
+def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(out) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
-    return changed
 
 
 def main() -> None:
@@ -73,14 +77,13 @@ def main() -> None:
     resolution = json.loads((data / "config.json").read_text())["resolution"]
     check = args.order == saved.get("caption_order", "given")
     files = [data / "captions.jsonl"] + (sorted(Path(args.tokens).glob("shard-*.jsonl")) if args.tokens else [])
-    total = 0
-    for path in files:
-        total += _rewrite(path, config, resolution, check)
+    remade = [_remade_lines(path, config, resolution, check) for path in files]  # all checked before any write
+    for path, (lines, _) in zip(files, remade):
+        _write_atomic(path, "\n".join(lines) + "\n")
+    total = sum(changed for _, changed in remade)
     settings = json.loads((data / "config.json").read_text())
     settings["shapes"]["caption_order"] = args.order
-    tmp = data / "config.json.tmp"
-    tmp.write_text(json.dumps(settings, indent=2))
-    tmp.replace(data / "config.json")
+    _write_atomic(data / "config.json", json.dumps(settings, indent=2))
     print(f"{len(files)} file(s) rewritten, {total} row(s) with new captions (order {args.order})")
 
 

@@ -138,6 +138,10 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     assert "data_background" in capsys.readouterr().err
     saved.update(data_background="plain", data_grid=16)
     (recipe_dir / "recipe.json").write_text(json.dumps(saved))
+    # The same for the caption order: a folder without the key was written with "given" captions.
+    assert saved.pop("data_caption_order") == "given"
+    (recipe_dir / "recipe.json").write_text(json.dumps(saved))
+    assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
 
     # Other settings on the same folder are refused, with exit code 2.
     assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke", "--seed", "5") == 2
@@ -244,6 +248,26 @@ def test_stage_step_flags_reach_the_saved_recipe(tmp_path, capsys):
     assert "sft_overrides" in capsys.readouterr().err
     assert run_cli("recipe", "shapes", "--out", tmp_path / "zero", "--smoke", "--sft-steps", "0") == 2
     assert "--sft-steps must be >= 1" in capsys.readouterr().err
+
+
+def test_caption_order_reaches_the_saved_recipe_and_the_data(tmp_path, capsys):
+    out = tmp_path / "order"
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--data-caption-order", "raster") == 0
+    assert json.loads((out / "recipe.json").read_text())["data_caption_order"] == "raster"
+    for split in ("low", "high"):
+        assert json.loads((out / "data" / split / "config.json").read_text())["shapes"]["caption_order"] == "raster"
+    rows = [json.loads(line) for line in (out / "data" / "high" / "captions.jsonl").read_text().splitlines()]
+    for row in rows:
+        include = row["metadata"]["include"]
+        if len(include) == 2 and not any("position" in c for c in include):
+            top = min(row["objects"], key=lambda o: (o["box"][1], o["box"][0] + o["box"][2]))
+            assert include[0]["class"] == top["class"]
+    assert "--data-caption-order raster" in (out / "MODEL_CARD.md").read_text()
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data") == 2  # another recipe
+    assert "data_caption_order" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse's own refusal of a value not in the choices
+        run_cli("recipe", "shapes", "--out", tmp_path / "bad", "--smoke", "--data-caption-order", "sideways")
+    assert exc.value.code == 2 and "invalid choice: 'sideways'" in capsys.readouterr().err
 
 
 def test_stage_config_overrides_reach_the_saved_recipe_and_bad_ones_fail_at_once(tmp_path, capsys):

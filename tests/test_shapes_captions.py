@@ -1,10 +1,12 @@
 """ShapesWorld captions: GenEval's canonical phrasings, natural variants, truthful long captions."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from simplear.data.captions import canonical_prompt, noun_phrase, scene_captions, scene_metadata
-from simplear.data.shapes import COLORS, TAGS, sample_scene, scene_from_metadata
+from simplear.data.shapes import CLASSES, COLORS, TAGS, sample_scene, scene_from_metadata
 
 
 @pytest.mark.parametrize(
@@ -143,3 +145,51 @@ def test_long_captions_name_the_background_style():
     textured = [scene_captions(sample_scene(s), 0)[1] for s in range(10)]
     assert not any("plain" in c for c in textured)
     assert any("textured background" in c or "gradient background" in c for c in textured)
+
+
+def _raster_first(scene):
+    """The class of the object a raster scan meets first (top edge, then centre)."""
+    return min(scene.objects, key=lambda o: (round(o.cy - o.size / 2, 6), round(o.cx, 6))).cls
+
+
+@pytest.mark.parametrize("tag", ["two_object", "color_attr"])
+def test_raster_order_names_the_first_drawn_object_first(tag):
+    from simplear.data.captions import raster_ordered
+
+    rng = np.random.default_rng(5)
+    swapped = 0
+    for _ in range(30):
+        scene = sample_scene(rng, tag=tag)
+        ordered = raster_ordered(scene)
+        assert ordered.objects == tuple(
+            dataclasses.replace(o, clause=ordered.objects[i].clause) for i, o in enumerate(scene.objects)
+        )  # same objects, only clause numbers can change
+        first = _raster_first(scene)
+        assert ordered.metadata["include"][0]["class"] == first
+        assert all(ordered.metadata["include"][o.clause]["class"] == o.cls for o in ordered.objects)
+        caps = scene_captions(scene, 7, order="raster")
+        assert caps[0] == scene_metadata(ordered)["prompt"]
+        for caption in caps:  # every caption names the first-drawn object's class first
+            words = caption.replace(",", " ").split()
+            named = [w for w in words if w.rstrip("s") in CLASSES or w in CLASSES]
+            assert named[0].startswith(first[:4]), caption
+        swapped += ordered.metadata["include"] != scene.metadata["include"]
+    assert 5 < swapped < 25  # about half the scenes list their clauses the other way round
+
+
+def test_raster_order_leaves_relations_and_single_clauses_alone():
+    from simplear.data.captions import raster_ordered
+
+    for tag in ("single_object", "counting", "colors", "position"):
+        for seed in range(5):
+            scene = sample_scene(seed, tag=tag)
+            assert raster_ordered(scene) is scene
+            assert scene_captions(scene, 3, order="raster")[0] == scene_captions(scene, 3)[0]
+
+
+def test_given_order_captions_are_unchanged_and_bad_order_is_refused():
+    # "given" is what every dataset before caption_order was written with: identical captions.
+    scene = sample_scene(np.random.default_rng(2), tag="two_object")
+    assert scene_captions(scene, 9) == scene_captions(scene, 9, order="given")
+    with pytest.raises(ValueError, match="order must be one of"):
+        scene_captions(scene, 9, order="alphabetical")

@@ -109,6 +109,8 @@ def test_cli_data_shapes(tmp_path, capsys):
         assert "plain background" in row["captions"][1]
     assert run_cli(*grid[:3], tmp_path / "h", *grid[4:], "--grid", "2") == 2
     assert "grid must be 0" in capsys.readouterr().err
+    assert run_cli(*grid[:3], tmp_path / "r", *grid[4:], "--caption-order", "raster") == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["shapes"]["caption_order"] == "raster"
 
 
 def test_stream_matches_files_and_splits_work(tmp_path):
@@ -139,3 +141,45 @@ def test_stream_in_dataloader_workers():
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
     seeds = sorted(item["seed"] for item in loader)
     assert seeds == sorted(image_seed(1, i) for i in range(6))
+
+
+def test_raster_caption_order_changes_only_captions_and_metadata_order(tmp_path):
+    given = ShapesConfig(background="plain", grid=16)
+    raster = ShapesConfig(background="plain", grid=16, caption_order="raster")
+    reordered = 0
+    for seed in range(40):
+        a, b = make_example(seed, 64, given), make_example(seed, 64, raster)
+        assert a.image.tobytes() == b.image.tobytes()
+        assert b.captions[0] == b.metadata["prompt"] == canonical_prompt(b.metadata)
+        classes = lambda m: sorted(c["class"] for c in m["include"])  # noqa: E731
+        assert classes(a.metadata) == classes(b.metadata) and a.metadata["tag"] == b.metadata["tag"]
+        reordered += a.metadata != b.metadata
+    assert reordered > 0
+    with pytest.raises(ValueError, match="caption_order must be one of"):
+        ShapesConfig(caption_order="random")
+
+
+def test_recaption_script_equals_writing_with_that_order(tmp_path):
+    """scripts/recaption_shapes.py turns a folder written with one caption order into the folder
+    written with the other, row for row (images untouched), and refuses a folder it cannot remake."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "recaption_shapes.py"
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_shapes_dataset(a, ShapesDatasetConfig(num=16, resolution=64, seed=4, workers=1,
+                                                shapes=ShapesConfig(background="plain", grid=16)))
+    write_shapes_dataset(b, ShapesDatasetConfig(num=16, resolution=64, seed=4, workers=1,
+                                                shapes=ShapesConfig(background="plain", grid=16,
+                                                                    caption_order="raster")))
+    done = subprocess.run([sys.executable, str(script), str(a), "--order", "raster"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert _rows(a) == _rows(b)
+    assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
+    config = json.loads((a / "config.json").read_text())
+    config["shapes"]["grid"] = 0  # settings the rows were not made with
+    (a / "config.json").write_text(json.dumps(config))
+    done = subprocess.run([sys.executable, str(script), str(a), "--order", "given"], capture_output=True, text=True)
+    assert done.returncode != 0 and "does not come out of the folder's settings" in done.stderr
+    assert _rows(a) == _rows(b)  # nothing written

@@ -34,7 +34,8 @@ def _data_shapes(args) -> int:
         resolution=args.resolution,
         seed=args.seed,
         workers=args.workers,
-        shapes=ShapesConfig(heldout=heldout, background=args.background, grid=args.grid),
+        shapes=ShapesConfig(heldout=heldout, background=args.background, grid=args.grid,
+                           caption_order=args.caption_order),
     )
     summary = write_shapes_dataset(args.out, config, overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {summary['images']} images at {summary['resolution']} px to {summary['out']}")
@@ -68,7 +69,7 @@ def _eval_render(args) -> int:
 
 
 def register(top, groups) -> None:
-    from simplear.data.shapes import BACKGROUND_STYLES
+    from simplear.data.shapes import BACKGROUND_STYLES, CAPTION_ORDERS
 
     heldout_help = (
         "held-out (colour, class) pairs as 'colour class' separated by commas, or 'none' "
@@ -93,6 +94,9 @@ def register(top, groups) -> None:
     p.add_argument("--grid", type=int, default=0,
                    help="put every box on an N x N grid of the image (e.g. 16: the token grid of an 8x "
                         "tokenizer at 128 px); 0 = anywhere (default)")
+    p.add_argument("--caption-order", choices=CAPTION_ORDERS, default="given",
+                   help="how captions order a scene's objects: as sampled, with word order carrying no meaning "
+                        "(given, default), or in the raster order the image tokens draw them (raster)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_data_shapes)

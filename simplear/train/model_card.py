@@ -87,11 +87,13 @@ def write_model_card(root: str | Path, command: str) -> Path:
     recipe = json.loads((root / "recipe.json").read_text())
     parts.append(f"Resolutions: pretraining {recipe['low_resolution']} px, SFT / GRPO / evaluation "
                  f"{recipe['high_resolution']} px. Device: {recipe.get('device') or 'auto'}.\n\n")
-    background, grid = ({**LEGACY, **recipe}[k] for k in ("data_background", "data_grid"))
+    background, grid, order = ({**LEGACY, **recipe}[k] for k in ("data_background", "data_grid", "data_caption_order"))
+    order_words = ("captions name unrelated objects in the order the image tokens draw them (raster order)"
+                   if order == "raster" else "captions name objects in the sampled order")
     parts.append(f"Training data: {recipe['pretrain_images']:,} ShapesWorld scenes at {recipe['low_resolution']} px "
                  f"and {recipe['sft_images']:,} at {recipe['high_resolution']} px, {background} background, "
                  + (f"boxes on a {grid} x {grid} grid" if grid else "boxes anywhere")
-                 + ", the suite's held-out colour-class pairs left out. The tokenizer trains on textured "
+                 + f", {order_words}, the suite's held-out colour-class pairs left out. The tokenizer trains on textured "
                  "scenes anywhere; the model is judged on whatever it draws.\n\n")
     given = stages.get("tokenizer", {}).get("copied_from")
     trained = root / "tokenizer" / "train_config.json"
