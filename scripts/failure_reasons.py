@@ -1,7 +1,8 @@
 """Judge a bundle on the whole suite (553 prompts x 4 images, the recipe's stage evaluation) and
 count the judge's first failure reason per tag, to see what a model gets wrong.
 
-    python scripts/failure_reasons.py simplear/assets/default --records /tmp/records.json
+    python scripts/failure_reasons.py simplear/assets/default --records records.json
+    python scripts/failure_reasons.py runs/recipe9/sft/bundle --cfg-scale 3.0   # another guidance
 """
 
 from __future__ import annotations
@@ -16,15 +17,24 @@ def main() -> None:
     ap.add_argument("bundle")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--records", default=None, help="also write every image's verdict here (JSON)")
+    ap.add_argument("--cfg-scale", type=float, default=None, help="default: the bundle's own")
+    ap.add_argument("--temperature", type=float, default=None, help="default: the bundle's own")
     args = ap.parse_args()
     from simplear.bundle import load_bundle
     from simplear.eval.suite import make_suite
+    from simplear.sampling.config import SamplingConfig
     from simplear.train.suite_eval import evaluate_bundle
 
+    bundle = load_bundle(args.bundle)
+    sampling = bundle.config.sampling.to_dict()
+    for key in ("cfg_scale", "temperature"):
+        if getattr(args, key) is not None:
+            sampling[key] = getattr(args, key)
     records: list[dict] = []
-    result = evaluate_bundle(load_bundle(args.bundle), make_suite(seed=0), images_per_prompt=4, seed=0,
-                             batch_size=args.batch_size, records_out=records)
-    print(json.dumps({"overall": result["overall"], "tags": result["tags"], "seconds": result["seconds"]}))
+    result = evaluate_bundle(bundle, make_suite(seed=0), images_per_prompt=4, seed=0, batch_size=args.batch_size,
+                             records_out=records, sampling=SamplingConfig.from_dict(sampling))
+    print(json.dumps({"overall": result["overall"], "tags": result["tags"], "sampling": sampling,
+                      "heldout": result.get("heldout", {}).get("overall"), "seconds": result["seconds"]}))
     if args.records:
         with open(args.records, "w") as f:
             json.dump(records, f)
