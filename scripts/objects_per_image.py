@@ -31,11 +31,11 @@ def main() -> None:
 
     bundle = load_bundle(args.bundle)
     bundle.model.eval()
-    sampling = SamplingConfig.from_dict(bundle.config.sampling.to_dict())
-    if args.cfg_scale is not None:
-        sampling = SamplingConfig.from_dict({**sampling.to_dict(), "cfg_scale": args.cfg_scale})
-    if args.temperature is not None:
-        sampling = SamplingConfig.from_dict({**sampling.to_dict(), "temperature": args.temperature})
+    settings = bundle.config.sampling.to_dict()
+    for key in ("cfg_scale", "temperature"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    sampling = SamplingConfig.from_dict(settings)
     suite = [m for m in make_suite(seed=0) if m["tag"] == args.tag]
     if not suite:
         raise SystemExit(f"no prompts with tag {args.tag!r} in the suite")

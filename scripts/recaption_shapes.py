@@ -1,7 +1,7 @@
 """Rewrite the captions of a ShapesWorld data folder and its token shards with another caption
 order, without rendering or tokenising again (the images and codes do not change).
 
-Every row is made again from its own seed (`make_example`'s scene and captions, no rendering):
+Every row is made again from its own seed (`example_scene`, what `make_example` draws, no rendering):
 the row's objects must come out the same, else the folder was not made with the given settings
 and nothing is written. With `--order given` the captions must also come out byte-identical,
 which checks the rewrite itself. Every row is checked before any file is replaced; each file is
@@ -16,8 +16,6 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-
-import numpy as np
 
 
 def _shapes_config(data_dir: Path, order: str):
@@ -34,17 +32,13 @@ def _shapes_config(data_dir: Path, order: str):
 
 
 def _remake(row: dict, config, resolution: int) -> dict:
-    from simplear.data.captions import raster_ordered, scene_captions, scene_metadata
-    from simplear.data.shapes import sample_scene
+    from simplear.data.captions import scene_metadata
+    from simplear.data.shapes_dataset import example_scene, scene_objects
 
-    rng = np.random.default_rng(row["seed"])
-    scene = sample_scene(rng, config)
-    if config.caption_order == "raster":
-        scene = raster_ordered(scene)
-    objects = [{"class": o.cls, "color": o.color, "box": list(o.box(resolution))} for o in scene.objects]
-    if objects != row["objects"]:
+    scene, captions = example_scene(row["seed"], config)
+    if scene_objects(scene, resolution) != row["objects"]:
         raise ValueError(f"row with seed {row['seed']}: its scene does not come out of the folder's settings")
-    return {"captions": scene_captions(scene, rng, order=config.caption_order), "metadata": scene_metadata(scene)}
+    return {"captions": captions, "metadata": scene_metadata(scene)}
 
 
 def _remade_lines(path: Path, config, resolution: int, check_same: bool) -> tuple[list[str], int]:

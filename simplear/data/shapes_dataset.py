@@ -52,8 +52,8 @@ class ShapesExample:
     seed: int
 
 
-def make_example(seed: int, resolution: int, config: ShapesConfig = ShapesConfig()) -> ShapesExample:
-    """One training example from its own seed: scene, image, captions and GenEval metadata.
+def example_scene(seed: int, config: ShapesConfig = ShapesConfig()) -> tuple[Scene, list[str]]:
+    """The scene and captions of the example seeded `seed`, without rendering its image.
 
     With `config.caption_order == "raster"` the scene's clauses are renumbered in raster order
     (`raster_ordered`), so its metadata, `prompt` and captions all name them that way.
@@ -62,11 +62,17 @@ def make_example(seed: int, resolution: int, config: ShapesConfig = ShapesConfig
     scene = sample_scene(rng, config)
     if config.caption_order == "raster":
         scene = raster_ordered(scene)
-    captions = scene_captions(scene, rng, order=config.caption_order)
+    return scene, scene_captions(scene, rng, order=config.caption_order)
+
+
+def make_example(seed: int, resolution: int, config: ShapesConfig = ShapesConfig()) -> ShapesExample:
+    """One training example from its own seed: scene, image, captions and GenEval metadata."""
+    scene, captions = example_scene(seed, config)
     return ShapesExample(render_scene(scene, resolution), captions, scene_metadata(scene), scene, seed)
 
 
-def _objects(scene: Scene, resolution: int) -> list[dict]:
+def scene_objects(scene: Scene, resolution: int) -> list[dict]:
+    """A row's `objects`: each shape's class, colour and exact pixel box at `resolution`."""
     return [{"class": o.cls, "color": o.color, "box": list(o.box(resolution))} for o in scene.objects]
 
 
@@ -107,7 +113,7 @@ def _write_chunk(task) -> list[str]:
             "captions": ex.captions,
             "metadata": ex.metadata,
             "seed": seed,
-            "objects": _objects(ex.scene, config.resolution),
+            "objects": scene_objects(ex.scene, config.resolution),
         }
         lines.append(json.dumps(row))
     return lines
@@ -216,7 +222,9 @@ __all__ = [
     "ShapesDatasetConfig",
     "ShapesExample",
     "ShapesStream",
+    "example_scene",
     "image_seed",
     "make_example",
+    "scene_objects",
     "write_shapes_dataset",
 ]
