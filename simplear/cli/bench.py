@@ -26,6 +26,9 @@ def register(top, groups) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--compile", action="store_true", help="torch.compile the engine's step")
     p.add_argument("--no-cuda-graphs", action="store_true", help="eager engine steps on CUDA")
+    p.add_argument("--kernels", default="auto", choices=("auto", "torch", "triton"),
+                   help="the engine's one-token decode step: fused Triton kernels (CUDA) or torch ops; "
+                        "auto: Triton on CUDA with bf16/fp16 weights when triton is installed")
     p.add_argument("--max-slow-tokens", type=int, default=None,
                    help="time baseline/reference on this many tokens and extrapolate (for large images)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -71,7 +74,7 @@ def _run(args) -> int:
         model=args.model, preset=args.preset, image_size=args.image_size, batch_sizes=_ints(args.batch_sizes),
         samplers=tuple(s.strip() for s in args.samplers.split(",") if s.strip()), cfg_scale=args.cfg_scale,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, window=args.window, device=args.device,
-        dtype=args.dtype, compile=args.compile, cuda_graphs=False if args.no_cuda_graphs else None,
+        dtype=args.dtype, compile=args.compile, cuda_graphs=False if args.no_cuda_graphs else None, kernels=args.kernels,
         max_slow_tokens=args.max_slow_tokens, seed=args.seed, repeats=args.repeats,
     )
     log = None if args.json else (lambda row: print(

@@ -53,6 +53,7 @@ class BenchConfig:
     dtype: str = "float32"
     compile: bool = False
     cuda_graphs: bool | None = None  # default: on for CUDA
+    kernels: str = "auto"  # the engine's decode kernels: auto | torch | triton (FastEngine's `kernels`)
     max_slow_tokens: int | None = None
     prompt_tokens: int = 24  # random prompts (preset models)
     seed: int = 0
@@ -70,6 +71,8 @@ class BenchConfig:
             raise ValueError("give a model bundle or a preset, not both")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.kernels not in ("auto", "torch", "triton"):
+            raise ValueError(f"kernels must be auto, torch or triton, got {self.kernels!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         SamplingConfig().with_overrides(**self.sampling_overrides())  # validates the given values
@@ -155,7 +158,7 @@ def run_sampling_benchmark(config: BenchConfig, log=None) -> dict:
     setup = _setup(config, device, dtype)
     sampling = setup.sampling
     engine = FastEngine(setup.model, setup.visual_offset, setup.codebook_size, compile=config.compile,
-                        cuda_graphs=config.cuda_graphs)
+                        cuda_graphs=config.cuda_graphs, kernels=config.kernels)
     visual = dict(visual_offset=setup.visual_offset, codebook_size=setup.codebook_size)
 
     def run(name: str, batch: int, num_tokens: int, seed: int):
@@ -233,7 +236,7 @@ def run_sampling_benchmark(config: BenchConfig, log=None) -> dict:
     return {
         "model": setup.description,
         "settings": {**asdict(config), **sampling.to_dict(), "batch_sizes": list(config.batch_sizes),
-                     "samplers": list(config.samplers)},
+                     "samplers": list(config.samplers), "engine_kernels": engine.kernels},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "rows": rows,
@@ -247,7 +250,8 @@ def format_table(result: dict) -> str:
     st = result["settings"]
     sampling = (f"sampling: CFG {st['cfg_scale']}, temperature {st['temperature']}, top-k {st['top_k']}, "
                 f"top-p {st['top_p']}, Jacobi window {st['window']}")
-    lines = [f"model: {result['model']}", f"device: {result['device']}", sampling, head, "-" * len(head)]
+    engine = f"engine kernels: {st['engine_kernels']}" + (", torch.compile" if st["compile"] else "")
+    lines = [f"model: {result['model']}", f"device: {result['device']}", sampling, engine, head, "-" * len(head)]
     for r in result["rows"]:
         mark = "*" if r["extrapolated"] else ""
         lines.append(

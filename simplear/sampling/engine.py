@@ -24,6 +24,8 @@ are a snapshot taken at construction (call `refresh()` after changing the model)
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
 import time
 import types
 import weakref
@@ -119,7 +121,10 @@ class _CompiledDecode(_CompiledStep):
         ids = prev + engine.visual_offset
         if self.structure[0]:  # CFG
             ids = torch.cat([ids, ids])
-        logits = engine._forward(self.weights, ids[:, None], slots, start, engine.cache_length)[:, -1].float()
+        if engine.uses_triton(ids.shape[0]):
+            logits = engine._triton.forward(ids[:, None], slots, start)[:, -1]
+        else:
+            logits = engine._forward(self.weights, ids[:, None], slots, start, engine.cache_length)[:, -1].float()
         config = _Knobs(self.structure, values)
         probs = probs_from_logits(split_cfg(logits, config), config)
         return invert_cdf(probs, u) if self.draw else probs
@@ -193,6 +198,10 @@ class FastEngine:
         shape compiles (on CPU with GEMM autotuning: tens of seconds); after the model's weights
         change, `refresh()` makes the next step compile again (the weights are frozen into it).
     cuda_graphs: capture the one-token step as a CUDA graph (default: on when the model is on CUDA).
+    kernels: "torch" (the step as torch ops), "triton" (on CUDA, the one-token step of up to
+        `triton_decode.MAX_ROWS` rows as fused Triton kernels, `simplear.sampling.triton_decode`;
+        larger batches and Jacobi's blocks stay on torch) or "auto" (triton where it applies: CUDA,
+        bf16/fp16 weights, Triton importable).
     """
 
     def __init__(
@@ -203,6 +212,7 @@ class FastEngine:
         *,
         compile: bool = False,
         cuda_graphs: bool | None = None,
+        kernels: str = "auto",
     ):
         cfg = model.config
         if getattr(cfg, "use_sliding_window", False):
@@ -223,10 +233,30 @@ class FastEngine:
             raise ValueError("cuda_graphs=True needs the model on a CUDA device")
         if compile and self.device.type == "cpu":
             _check_cpp_compiler()
+        self.kernels = self._choose_kernels(kernels)
+        self._triton = None
         self._cos = self._sin = None
         self._cache_key = None
         self._cache_pool: dict[tuple, tuple] = {}  # (rows, length) -> its KV cache (CPU compile)
         self.refresh()
+
+    def _choose_kernels(self, kernels: str) -> str:
+        if kernels not in ("auto", "torch", "triton"):
+            raise ValueError(f"kernels must be 'auto', 'torch' or 'triton', got {kernels!r}")
+        interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests)
+        usable = (self.device.type == "cuda" or interpreted) and importlib.util.find_spec("triton") is not None
+        if kernels == "triton" and not usable:
+            raise ValueError("kernels='triton' needs the model on a CUDA device and the triton package; "
+                             "use kernels='torch'")
+        if kernels == "auto":
+            return "triton" if usable and self.dtype in (torch.bfloat16, torch.float16) else "torch"
+        return kernels
+
+    def uses_triton(self, rows: int) -> bool:
+        """Whether a one-token step of `rows` rows runs on the Triton kernels."""
+        from simplear.sampling.triton_decode import MAX_ROWS
+
+        return self.kernels == "triton" and rows <= MAX_ROWS
 
     # -- weights -------------------------------------------------------------------------
     @torch.no_grad()
@@ -265,8 +295,12 @@ class FastEngine:
         for compiled in [getattr(self, "_compiled", None), *getattr(self, "_decoders", {}).values()]:
             if compiled is not None:
                 getattr(compiled, "_orig_mod", compiled).release()
+        if self.kernels == "triton":
+            from simplear.sampling.triton_decode import TritonDecoder
+
+            self._triton = TritonDecoder(self)
         self._compiled = None
-        self._decoders: dict[tuple, Callable] = {}  # sampling structure -> decode step (graphed on CUDA)
+        self._decoders: dict[tuple, Callable] = {}  # (sampling structure, triton) -> decode step (graphed on CUDA)
         self._compiled_shapes: set[tuple] = set()  # (module, shapes) the compiled steps have seen
         self._graphs = {}
 
@@ -407,13 +441,14 @@ class FastEngine:
         """The next codes (B) after codes `prev` (B), sampled in one graph: the compiled step on
         CPU, a replayed CUDA graph (of the compiled step with `compile`) on CUDA."""
         structure = (config.uses_cfg, config.greedy, config.top_k, config.top_p < 1.0)
-        decoder = self._decoders.get(structure)
+        triton = self.uses_triton(prev.shape[0] * (2 if config.uses_cfg else 1))
+        decoder = self._decoders.get((structure, triton))
         if decoder is None:
             on_cpu = self.device.type == "cpu"
             decoder = _CompiledDecode(self, structure, draw=on_cpu).eval()
-            if self.compile:
+            if self.compile and not triton:  # the Triton step is compiled already
                 decoder = torch.compile(decoder, dynamic=False)
-            self._decoders[structure] = decoder
+            self._decoders[(structure, triton)] = decoder
         if self.cuda_graphs:
             step = functools.partial(_draw_after, decoder)
             return self._replay((structure, tuple(prev.shape)), step, prev, slots, start, u, values)

@@ -1,0 +1,178 @@
+"""Check and time the Triton decode step against the engine's torch step (run it on a GPU machine).
+
+    python scripts/check_triton_decode.py [--preset simplear-0.5b] [--image-size 1024] [--batch 1]
+                                          [--tiles NAME=N,K ...] [--no-time]
+
+Builds random weights of a size preset, fills a KV cache with a random prefix, then compares the
+visual logits of one decode step and the keys/values it writes, Triton against torch
+(`FastEngine._forward`), in fp32 and bf16, at several cache positions: the relative error
+‖triton − torch‖ / ‖torch‖ per quantity. With a GPU it then times the whole decode step (forward,
+CFG, draw) as the engine replays it (one CUDA graph), torch-compiled against Triton, in ms per step
+at the middle of the image's cache, and each Triton kernel configuration given with `--tiles`.
+On a CPU set TRITON_INTERPRET=1 to check (not time) the kernels on a tiny preset.
+"""
+
+import argparse
+import functools
+import os
+
+import torch
+
+from simplear.model import build_model
+from simplear.sampling.bench import PRESET_WORLDS
+from simplear.sampling.config import SamplingConfig
+from simplear.sampling.engine import FastEngine, _CompiledDecode, _draw_after
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+@torch.inference_mode()
+def check(model, text: int, codebook: int, rows: int, length: int, device) -> list[str]:
+    """Relative errors of Triton vs torch for one decode step at three cache positions."""
+    lines = []
+    torch_engine = FastEngine(model, text, codebook, cuda_graphs=False, kernels="torch")
+    triton_engine = FastEngine(model, text, codebook, cuda_graphs=False, kernels="triton")
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    prefix = torch.randint(0, text + codebook, (rows, length), generator=gen).to(device)
+    start = torch.tensor([i % 3 for i in range(rows)], device=device)  # some rows left-padded
+    for engine in (torch_engine, triton_engine):
+        engine.allocate(rows, length + 8)
+        slots = torch.arange(length, device=device)[None].expand(rows, length)
+        engine.forward(prefix, slots, start, kv_len=length)
+    for at in (length, length + 3, length + 7):
+        ids = torch.randint(text, text + codebook, (rows, 1), generator=gen).to(device)
+        slots = torch.full((rows, 1), at, device=device)
+        ref = torch_engine._forward(torch_engine.weights, ids, slots, start, torch_engine.cache_length).float()
+        got = triton_engine._triton.forward(ids, slots, start)
+        errs = [rel(got, ref)]
+        for cache in ("k_cache", "v_cache"):
+            mine = torch.stack([c[:, :, at] for c in getattr(triton_engine, cache)])
+            theirs = torch.stack([c[:, :, at] for c in getattr(torch_engine, cache)])
+            errs.append(rel(mine, theirs))
+        same = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
+        lines.append(f"{str(model.dtype):15s} rows {rows} slot {at:5d}: logits {errs[0]:.2e}  k {errs[1]:.2e}  "
+                     f"v {errs[2]:.2e}  argmax agrees {same:.3f}")
+        # Keep the torch engine's cache identical to the Triton one's for the next position.
+        for mine, theirs in zip(triton_engine.k_cache + triton_engine.v_cache, torch_engine.k_cache + torch_engine.v_cache):
+            theirs[:, :, at] = mine[:, :, at]
+    return lines
+
+
+def replay_ms(fn, steps: int) -> float:
+    for _ in range(10):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / steps
+
+
+@torch.inference_mode()
+def time_step(model, text, codebook, batch, num_tokens, kernels, compile, tiles=None, steps=300) -> float:
+    """ms per replayed decode step (forward, CFG, draw) at the middle of the image's cache."""
+    engine = FastEngine(model, text, codebook, compile=compile, kernels=kernels)
+    if tiles:
+        engine._triton.tiles.update(tiles)
+    rows, prompt = 2 * batch, 24
+    engine.allocate(rows, prompt + num_tokens)
+    prev = torch.randint(0, codebook, (batch,), device="cuda")
+    slot = torch.full((rows, 1), prompt + num_tokens // 2, device="cuda")
+    start = torch.zeros(rows, dtype=torch.long, device="cuda")
+    u = torch.rand(batch, 1, device="cuda")
+    values = torch.tensor([6.0, 1.0, 1.0], device="cuda")
+    config = SamplingConfig(cfg_scale=6.0)
+    structure = (config.uses_cfg, config.greedy, config.top_k, config.top_p < 1.0)
+    decoder = _CompiledDecode(engine, structure, draw=False).eval()
+    if compile:
+        decoder = torch.compile(decoder, dynamic=False)
+    step = functools.partial(_draw_after, decoder)
+    run = functools.partial(engine._replay, "probe", step, prev, slot, start, u, values)
+    return replay_ms(run, steps)
+
+
+@torch.inference_mode()
+def profile_kernels(model, text, codebook, batch, num_tokens, steps: int = 20) -> str:
+    """Device time per Triton kernel (profiler, steps launched eagerly), µs per step."""
+    engine = FastEngine(model, text, codebook, kernels="triton", cuda_graphs=False)
+    rows, prompt = 2 * batch, 24
+    engine.allocate(rows, prompt + num_tokens)
+    ids = torch.randint(text, text + codebook, (rows, 1), device="cuda")
+    slot = torch.full((rows, 1), prompt + num_tokens // 2, device="cuda")
+    start = torch.zeros(rows, dtype=torch.long, device="cuda")
+    for _ in range(3):
+        engine._triton.forward(ids, slot, start)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            engine._triton.forward(ids, slot, start)
+        torch.cuda.synchronize()
+    totals: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals.setdefault(event.name, []).append(event.device_time)
+    lines = [f"{'kernel':<40} {'calls/step':>10} {'µs/call':>8} {'µs/step':>8}"]
+    for name, times in sorted(totals.items(), key=lambda kv: -sum(kv[1])):
+        lines.append(f"{name[:40]:<40} {len(times) / steps:>10.1f} {sum(times) / len(times):>8.2f} "
+                     f"{sum(times) / steps:>8.1f}")
+    total = sum(sum(t) for t in totals.values()) / steps
+    lines.append(f"kernel time per step: {total:.1f} µs")
+    return "\n".join(lines)
+
+
+def parse_tiles(items: list[str]) -> list[dict]:
+    """`--tiles qkv=4,128 gate_up=8,128` -> one dict per argument (each timed on its own)."""
+    out = []
+    for item in items:
+        tiles = {}
+        for part in item.split(";"):
+            name, value = part.split("=")
+            tiles[name] = tuple(int(v) for v in value.split(","))
+        out.append(tiles)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="simplear-0.5b")
+    parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--tiles", nargs="*", default=[], help="configurations to time, e.g. 'qkv=4,128;o=8,128'")
+    parser.add_argument("--no-time", action="store_true")
+    parser.add_argument("--no-torch", action="store_true", help="skip timing the torch-compiled step")
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    if not cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise SystemExit("no CUDA device: set TRITON_INTERPRET=1 to check the kernels in Triton's interpreter")
+    text, codebook, down, _ = PRESET_WORLDS[args.preset]
+    num_tokens = (args.image_size // down) ** 2
+    # The tiny preset's head_dim (8) is below what the attention kernel's dot products take (16).
+    widen = dict(hidden_size=64, intermediate_size=96) if args.preset == "tiny" else {}
+    model = build_model(args.preset, text + codebook, seed=0, max_position_embeddings=num_tokens + 256,
+                        **widen).eval()
+    # Triton's interpreter multiplies bf16 dot operands as raw bits: only fp32 is checked there.
+    for dtype in (torch.float32, torch.bfloat16) if cuda else (torch.float32,):
+        model = model.to(device=device, dtype=dtype)
+        for line in check(model, text, codebook, 2 * args.batch, 40 if not cuda else 1000, device):
+            print(line, flush=True)
+    if not cuda or args.no_time:
+        return
+    print(profile_kernels(model, text, codebook, args.batch, num_tokens), flush=True)
+    print(f"ms per decode step ({args.preset}, {args.image_size} px, batch {args.batch}, bf16, CUDA graph):")
+    if not args.no_torch:
+        torch_ms = time_step(model, text, codebook, args.batch, num_tokens, "torch", True, steps=args.steps)
+        print(f"  torch, torch.compile: {torch_ms:.3f}  ({torch_ms * num_tokens / 1000:.3f} s/image)", flush=True)
+    for tiles in [{}] + parse_tiles(args.tiles):
+        ms = time_step(model, text, codebook, args.batch, num_tokens, "triton", False, tiles, steps=args.steps)
+        print(f"  triton {tiles or 'default tiles'}: {ms:.3f}  ({ms * num_tokens / 1000:.3f} s/image)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
