@@ -123,6 +123,11 @@ class _CompiledDecode(_CompiledStep):
             ids = torch.cat([ids, ids])
         if engine.uses_triton(ids.shape[0]):
             logits = engine._triton.forward(ids[:, None], slots, start)[:, -1]
+            if self.draw and not self.structure[1] and not self.structure[2] and not self.structure[3]:
+                # Plain sampling (no greedy, top-k, top-p): CFG, temperature and the draw fused.
+                from simplear.sampling.triton_decode import sample_plain
+
+                return sample_plain(logits, u, values, self.structure[0])
         else:
             logits = engine._forward(self.weights, ids[:, None], slots, start, engine.cache_length)[:, -1].float()
         config = _Knobs(self.structure, values)
@@ -254,9 +259,9 @@ class FastEngine:
 
     def uses_triton(self, rows: int) -> bool:
         """Whether a one-token step of `rows` rows runs on the Triton kernels."""
-        from simplear.sampling.triton_decode import MAX_ROWS
+        from simplear.sampling.triton_decode import ENGINE_ROWS
 
-        return self.kernels == "triton" and rows <= MAX_ROWS
+        return self.kernels == "triton" and rows <= ENGINE_ROWS
 
     # -- weights -------------------------------------------------------------------------
     @torch.no_grad()
@@ -445,12 +450,12 @@ class FastEngine:
         decoder = self._decoders.get((structure, triton))
         if decoder is None:
             on_cpu = self.device.type == "cpu"
-            decoder = _CompiledDecode(self, structure, draw=on_cpu).eval()
+            decoder = _CompiledDecode(self, structure, draw=on_cpu or triton).eval()
             if self.compile and not triton:  # the Triton step is compiled already
                 decoder = torch.compile(decoder, dynamic=False)
             self._decoders[(structure, triton)] = decoder
         if self.cuda_graphs:
-            step = functools.partial(_draw_after, decoder)
+            step = decoder if triton else functools.partial(_draw_after, decoder)
             return self._replay((structure, tuple(prev.shape)), step, prev, slots, start, u, values)
         return self._call_compiled_cpu(decoder, prev, slots, start, u, values)
 
