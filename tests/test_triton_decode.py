@@ -103,7 +103,9 @@ def test_triton_step_rejects_what_it_cannot_take():
     with pytest.raises(ValueError, match="R <= 16"):
         engine._triton.forward(ids, torch.zeros(18, 1, dtype=torch.long, device=DEVICE),
                                torch.zeros(18, dtype=torch.long, device=DEVICE))
-    assert engine.uses_triton(16) and not engine.uses_triton(18)
+    from simplear.sampling.triton_decode import ENGINE_ROWS
+
+    assert engine.uses_triton(ENGINE_ROWS) and not engine.uses_triton(ENGINE_ROWS + 1)
     with pytest.raises(ValueError, match="head_dim >= 32"):
         FastEngine(_model(hidden_size=64), OFFSET, CODEBOOK, cuda_graphs=False, kernels="triton")
 

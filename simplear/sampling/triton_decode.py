@@ -398,11 +398,13 @@ class TritonDecoder:
         # (kernel, BLOCK_N, BLOCK_K, num_warps, num_stages) per product, kernel "fma" (`_fma_kernel`,
         # used up to FMA_ROWS rows) or "dot" (`_mm_kernel`); (splits, BLOCK_S, num_warps) for
         # attention (splits: a power of two).
-        self.tiles = dict(qkv=("fma", 2, 1024, 4, 1), o=("fma", 8, 1024, 4, 1), gate_up=("fma", 4, 256, 4, 1),
-                          down=("fma", 2, 1024, 4, 1), head=("dot", 256, 128, 8, 4), attention=(128, 64, 4))
+        self.tiles = dict(qkv=("fma", 2, 1024, 4, 1), o=("fma", 4, 1024, 4, 1), gate_up=("fma", 8, 128, 4, 1),
+                          down=("fma", 2, 1024, 4, 1), head=("dot", 512, 64, 8, 4), attention=(128, 64, 4))
 
     def _mm(self, name, x, w, out, *, ln=None, bias=None, epilogue=0, pair_offset=0):
         kind, block_n, block_k, warps, stages = self.tiles[name]
+        if kind == "dot" and w.element_size() == 4:  # fp32 tiles: a quarter of the shared memory
+            block_k, stages = min(block_k, 32), min(stages, 3)
         rows, k_size = x.shape
         n_size = w.shape[0] - pair_offset
         args = (x, ln if ln is not None else w, w, bias if bias is not None else w, out, rows, k_size, n_size,
