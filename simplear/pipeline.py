@@ -46,9 +46,11 @@ def _as_prompts(prompt_or_prompts) -> list[str]:
 class Pipeline:
     samplers = SAMPLERS
 
-    def __init__(self, bundle, device=None, compile: bool = False):
+    def __init__(self, bundle, device=None, compile: bool = False, kernels: str = "auto"):
         from simplear.utils import pick_device
 
+        if kernels not in ("auto", "torch", "triton"):
+            raise ValueError(f"kernels must be 'auto', 'torch' or 'triton', got {kernels!r}")
         self.bundle = bundle
         self.device = pick_device(device) if device is not None else next(bundle.model.parameters()).device
         self.model = bundle.model.to(self.device).eval()
@@ -60,22 +62,27 @@ class Pipeline:
             self.visual_tokenizer = self.visual_tokenizer.to(self.device)
         self.config = bundle.config
         self.compile = bool(compile)
+        self.kernels = kernels
         self._engine = None
 
     @classmethod
-    def from_pretrained(cls, path=None, visual_tokenizer=None, device=None, dtype=None, compile: bool = False) -> Pipeline:
+    def from_pretrained(cls, path=None, visual_tokenizer=None, device=None, dtype=None, compile: bool = False,
+                        kernels: str = "auto") -> Pipeline:
         """Load a bundle folder (None: the embedded default model in `simplear/assets/default`).
 
         A released SimpleAR folder also needs `visual_tokenizer` (a Cosmos tokenizer folder).
         The device is CUDA when present unless given. `compile=True` runs the fast engine's decode
         step through `torch.compile`: the first call of each batch shape compiles (tens of seconds
         on CPU), later ones are faster (docs/benchmarks.md), so it pays off for many images.
+        `kernels`: the fast engine's decode step, "auto" (fused Triton kernels on CUDA with bf16/fp16
+        weights), "torch" or "triton" (`FastEngine`).
         """
         from simplear.bundle import load_bundle
         from simplear.utils import pick_device
 
         device = pick_device(device)
-        return cls(load_bundle(path, visual_tokenizer=visual_tokenizer, device=device, dtype=dtype), device, compile)
+        return cls(load_bundle(path, visual_tokenizer=visual_tokenizer, device=device, dtype=dtype), device, compile,
+                   kernels)
 
     @property
     def engine(self):
@@ -84,7 +91,7 @@ class Pipeline:
 
         if self._engine is None:
             self._engine = FastEngine(self.model, self.vocab.visual_offset, self.vocab.codebook_size,
-                                      compile=self.compile)
+                                      compile=self.compile, kernels=self.kernels)
         return self._engine
 
     def sampling_config(self, **overrides):
@@ -223,6 +230,7 @@ class GenerateConfig:
     window: int | None = None
     device: str | None = None
     compile: bool = False
+    kernels: str = "auto"
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -241,7 +249,7 @@ def generate_files(config: GenerateConfig, progress: Callable[[Any, int, int], N
 
     _as_prompts(list(config.prompts))  # fail on bad prompts before loading a model
     pipe = Pipeline.from_pretrained(config.model, visual_tokenizer=config.visual_tokenizer, device=config.device,
-                                    compile=config.compile)
+                                    compile=config.compile, kernels=config.kernels)
     out = pipe(
         list(config.prompts), negative_prompt=config.negative_prompt, num_images=config.num_images,
         image_size=config.image_size, cfg_scale=config.cfg_scale, temperature=config.temperature,
@@ -268,6 +276,7 @@ def generate_files(config: GenerateConfig, progress: Callable[[Any, int, int], N
             **out.stats["settings"],
             "sampler": config.sampler, "num_images": config.num_images, "image_size": out.stats["image_size"],
             "grid": out.stats["grid"], "seed": config.seed, "window": config.window, "compile": config.compile,
+            "kernels": pipe.engine.kernels if config.sampler != "reference" else None,
             "prompt_template": pipe.config.prompt_template,
         },
         "images": records,

@@ -27,6 +27,7 @@ def test_generate_writes_pngs_and_sidecar(bundle_dir, tmp_path, capsys):
     settings = sidecar["settings"]
     assert settings["top_k"] == 5 and settings["cfg_scale"] == 3.0 and settings["sampler"] == "jacobi"
     assert settings["image_size"] == 16 and settings["num_images"] == 2
+    assert settings["kernels"] == "torch"  # auto on a CPU
     for record in sidecar["images"]:
         image = Image.open(out / record["file"])
         assert image.size == (16, 16)
@@ -56,6 +57,7 @@ def test_compile_flag_gives_the_same_greedy_images(bundle_dir, tmp_path):
         ["--top-p", "1.5"],
         ["--image-size", "18"],
         ["--num-images", "0"],
+        ["--kernels", "triton"],  # the Triton decode kernels need CUDA
     ],
 )
 def test_bad_settings_exit_2(bundle_dir, tmp_path, capsys, extra):

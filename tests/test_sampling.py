@@ -94,6 +94,17 @@ def test_reference_stats_and_errors():
         reference_sample(model, COND, None, visual_offset=OFFSET, codebook_size=64, num_tokens=5)
 
 
+def test_engine_kernel_choice(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    model = tiny_model(codebook=64)
+    assert FastEngine(model, OFFSET, 64).kernels == "torch"  # auto: Triton only on CUDA in bf16/fp16
+    assert FastEngine(model, OFFSET, 64, kernels="torch").kernels == "torch"
+    with pytest.raises(ValueError, match="needs the model on a CUDA device"):
+        FastEngine(model, OFFSET, 64, kernels="triton")
+    with pytest.raises(ValueError, match="kernels must be"):
+        FastEngine(model, OFFSET, 64, kernels="cuda")
+
+
 @pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
 def test_engine_greedy_matches_reference_token_for_token(cfg_scale):
     model = tiny_model(codebook=64, seed=1)
