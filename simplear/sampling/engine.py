@@ -259,9 +259,11 @@ class FastEngine:
 
     def uses_triton(self, rows: int) -> bool:
         """Whether a one-token step of `rows` rows runs on the Triton kernels."""
+        if self.kernels != "triton":
+            return False  # without importing triton, which a CPU-only install may lack
         from simplear.sampling.triton_decode import ENGINE_ROWS
 
-        return self.kernels == "triton" and rows <= ENGINE_ROWS
+        return rows <= ENGINE_ROWS
 
     # -- weights -------------------------------------------------------------------------
     @torch.no_grad()
