@@ -11,6 +11,8 @@ What makes it fast (after gpt-fast), none of which changes the computed function
   temperature, top-k/top-p and the draw from uniform numbers drawn outside in the reference's
   order) is captured once as a CUDA graph (of the `torch.compile`d step with `compile`) and
   replayed, so a step costs one launch instead of hundreds;
+- on CUDA with bf16/fp16 weights and 1-4 rows the step is fused Triton kernels instead
+  (`triton_decode.py`: six per layer, plus the head and a fused draw), replayed in the same graph;
 - `compile=True` on CPU: the step compiled with its weights frozen as constants, matrix products
   autotuned between inductor's C++ GEMM kernels and BLAS, and attention as fused reductions; the
   sampling (CFG, temperature, top-k/top-p, the draw) runs inside the same graph, with the uniform
@@ -204,9 +206,9 @@ class FastEngine:
         change, `refresh()` makes the next step compile again (the weights are frozen into it).
     cuda_graphs: capture the one-token step as a CUDA graph (default: on when the model is on CUDA).
     kernels: "torch" (the step as torch ops), "triton" (on CUDA, the one-token step of up to
-        `triton_decode.MAX_ROWS` rows as fused Triton kernels, `simplear.sampling.triton_decode`;
-        larger batches and Jacobi's blocks stay on torch) or "auto" (triton where it applies: CUDA,
-        bf16/fp16 weights, Triton importable).
+        `triton_decode.ENGINE_ROWS` rows as fused Triton kernels, `simplear.sampling.triton_decode`,
+        not torch-compiled; larger batches, prefill and Jacobi's blocks stay on torch) or "auto"
+        (triton where it applies: CUDA, bf16/fp16 weights, Triton importable).
     """
 
     def __init__(

@@ -3,19 +3,23 @@
 At batch 1 with CFG a decode step multiplies 2 rows by every weight matrix: it is bound by
 reading the weights, and with cuBLAS and inductor it came out as ~28 small kernels per layer, each
 latency-bound (docs/benchmarks.md: 1.32 ms per step against a 0.29 ms bandwidth floor for
-`simplear-0.5b`). Here a layer is five kernels, each reading its weights once with no intermediate
-going through memory:
+`simplear-0.5b`). Here a layer is six kernels, each reading its weights once:
 
-1. RMSNorm + the q|k|v product + bias + rotary embedding, k and v written into the cache;
-2. attention over the cache in parallel column blocks (flash-decoding), then
+1. RMSNorm + the q|k|v product + bias (before the rotary embedding);
+2. attention over the cache in parallel column blocks (flash-decoding), which rotates q and the
+   new k and writes the new k and v into the cache;
 3. a small kernel that merges the blocks' partial softmaxes;
 4. the output projection with the residual added in place;
-5. RMSNorm + the gate|up product + SiLU(gate)·up, then 6. the down projection + residual.
+5. RMSNorm + the gate|up product + SiLU(gate)·up;
+6. the down projection + residual.
 
-The final RMSNorm + the visual head is one more kernel. Every rounding the stock model does in the
+Then RMSNorm + the visual head, and for plain sampling CFG + temperature + the inverse-CDF draw in
+two kernels (`sample_plain`). Products of 1-4 rows run on the CUDA cores (`_fma_kernel`), larger
+ones and the head on the tensor cores (`_mm_kernel`). Every rounding the stock model does in the
 weights' dtype (bf16/fp16: the norm's output, each product's output, the bias, each rotary term,
 SiLU, the residual sums) is done here at the same points; only the order of the fp32 sums differs,
-as it does between any two matrix-product kernels. Used by `FastEngine(kernels="triton")`.
+as it does between any two matrix-product kernels. Used by `FastEngine(kernels="triton"|"auto")`;
+figures in docs/benchmarks.md ("GPU, 2026-11-24").
 """
 
 from __future__ import annotations
