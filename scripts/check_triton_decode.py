@@ -1,15 +1,18 @@
 """Check and time the Triton decode step against the engine's torch step (run it on a GPU machine).
 
     python scripts/check_triton_decode.py [--preset simplear-0.5b] [--image-size 1024] [--batch 1]
-                                          [--tiles NAME=N,K ...] [--no-time]
+        [--micro] [--tiles "NAME=KIND,N,K,WARPS,STAGES;..." ...] [--no-check] [--no-torch] [--no-time]
 
 Builds random weights of a size preset, fills a KV cache with a random prefix, then compares the
 visual logits of one decode step and the keys/values it writes, Triton against torch
 (`FastEngine._forward`), in fp32 and bf16, at several cache positions: the relative error
-‖triton − torch‖ / ‖torch‖ per quantity. With a GPU it then times the whole decode step (forward,
-CFG, draw) as the engine replays it (one CUDA graph), torch-compiled against Triton, in ms per step
-at the middle of the image's cache, and each Triton kernel configuration given with `--tiles`.
-On a CPU set TRITON_INTERPRET=1 to check (not time) the kernels on a tiny preset.
+‖triton − torch‖ / ‖torch‖ per quantity. With a GPU it then, with `--micro`, times each kernel's
+configurations alone (MICRO_VARIANTS) and picks the fastest of each; prints the profiler's device
+time per kernel of one whole decode step; and times the whole decode step (forward, CFG, draw with
+torch's ops) as the engine replays it (one CUDA graph), torch-compiled (unless `--no-torch`)
+against Triton with the default tiles, the fastest ones and each `--tiles` set, in ms per step at
+the middle of the image's cache. On a CPU set TRITON_INTERPRET=1 to check (not time) the kernels
+on the tiny preset (widened to head_dim 32), in fp32 only.
 """
 
 import argparse
