@@ -20,11 +20,13 @@ import functools
 import os
 
 import torch
+from profile_engine_cuda import replay_ms, step_inputs  # beside this script (scripts/ is on sys.path)
 
 from simplear.model import build_model
 from simplear.sampling.bench import PRESET_WORLDS
-from simplear.sampling.config import SamplingConfig
 from simplear.sampling.engine import FastEngine, _CompiledDecode, _draw_after
+
+STRUCTURE = (True, False, 0, False)  # CFG on, not greedy, no top-k, no top-p
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -64,34 +66,14 @@ def check(model, text: int, codebook: int, rows: int, length: int, device) -> li
     return lines
 
 
-def replay_ms(fn, steps: int) -> float:
-    for _ in range(10):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(steps):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / steps
-
-
 @torch.inference_mode()
 def time_step(model, text, codebook, batch, num_tokens, kernels, compile, tiles=None, steps=300) -> float:
     """ms per replayed decode step (forward, CFG, draw) at the middle of the image's cache."""
     engine = FastEngine(model, text, codebook, compile=compile, kernels=kernels)
     if tiles:
         engine._triton.tiles.update(tiles)
-    rows, prompt = 2 * batch, 24
-    engine.allocate(rows, prompt + num_tokens)
-    prev = torch.randint(0, codebook, (batch,), device="cuda")
-    slot = torch.full((rows, 1), prompt + num_tokens // 2, device="cuda")
-    start = torch.zeros(rows, dtype=torch.long, device="cuda")
-    u = torch.rand(batch, 1, device="cuda")
-    values = torch.tensor([6.0, 1.0, 1.0], device="cuda")
-    config = SamplingConfig(cfg_scale=6.0)
-    structure = (config.uses_cfg, config.greedy, config.top_k, config.top_p < 1.0)
-    decoder = _CompiledDecode(engine, structure, draw=False).eval()
+    prev, slot, start, u, values = step_inputs(engine, batch, 24, num_tokens)
+    decoder = _CompiledDecode(engine, STRUCTURE, draw=False).eval()
     if compile:
         decoder = torch.compile(decoder, dynamic=False)
     step = functools.partial(_draw_after, decoder)
@@ -106,16 +88,8 @@ def profile_kernels(model, text, codebook, batch, num_tokens, tiles=None, steps:
     engine = FastEngine(model, text, codebook, kernels="triton", cuda_graphs=False)
     if tiles:
         engine._triton.tiles.update(tiles)
-    rows, prompt = 2 * batch, 24
-    engine.allocate(rows, prompt + num_tokens)
-    prev = torch.randint(0, codebook, (batch,), device="cuda")
-    slot = torch.full((rows, 1), prompt + num_tokens // 2, device="cuda")
-    start = torch.zeros(rows, dtype=torch.long, device="cuda")
-    u = torch.rand(batch, 1, device="cuda")
-    values = torch.tensor([6.0, 1.0, 1.0], device="cuda")
-    config = SamplingConfig(cfg_scale=6.0)
-    structure = (config.uses_cfg, config.greedy, config.top_k, config.top_p < 1.0)
-    step = functools.partial(_draw_after, _CompiledDecode(engine, structure, draw=False).eval())
+    prev, slot, start, u, values = step_inputs(engine, batch, 24, num_tokens)
+    step = functools.partial(_draw_after, _CompiledDecode(engine, STRUCTURE, draw=False).eval())
     for _ in range(3):
         step(prev, slot, start, u, values)
     torch.cuda.synchronize()
