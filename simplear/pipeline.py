@@ -74,7 +74,7 @@ class Pipeline:
         The device is CUDA when present unless given. `compile=True` runs the fast engine's decode
         step through `torch.compile`: the first call of each batch shape compiles (tens of seconds
         on CPU), later ones are faster (docs/benchmarks.md), so it pays off for many images.
-        `kernels`: the fast engine's decode step, "auto" (fused Triton kernels on CUDA with bf16/fp16
+        `kernels`: the fast engine's decode step, "auto" (fused Triton kernels on CUDA with bf16
         weights), "torch" or "triton" (`FastEngine`).
         """
         from simplear.bundle import load_bundle

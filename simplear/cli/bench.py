@@ -28,7 +28,7 @@ def register(top, groups) -> None:
     p.add_argument("--no-cuda-graphs", action="store_true", help="eager engine steps on CUDA")
     p.add_argument("--kernels", default="auto", choices=("auto", "torch", "triton"),
                    help="the engine's one-token decode step: fused Triton kernels (CUDA) or torch ops; "
-                        "auto: Triton on CUDA with bf16/fp16 weights when triton is installed")
+                        "auto: Triton on CUDA with bf16 weights when triton is installed")
     p.add_argument("--max-slow-tokens", type=int, default=None,
                    help="time baseline/reference on this many tokens and extrapolate (for large images)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -35,7 +35,7 @@ def register(top, groups) -> None:
                         "worth it for many images (a 0.5B model on an H100: 5.4 instead of 12.2 s per 1024-px image)")
     p.add_argument("--kernels", choices=("auto", "torch", "triton"), default="auto",
                    help="the fast engine's decode step: fused Triton kernels (CUDA) or torch ops; auto: Triton "
-                        "on CUDA with bf16/fp16 weights when triton is installed")
+                        "on CUDA with bf16 weights when triton is installed")
     p.add_argument("--json", action="store_true", help="print generate.json instead of file names")
     p.set_defaults(func=_run)
 

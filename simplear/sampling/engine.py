@@ -11,7 +11,7 @@ What makes it fast (after gpt-fast), none of which changes the computed function
   temperature, top-k/top-p and the draw from uniform numbers drawn outside in the reference's
   order) is captured once as a CUDA graph (of the `torch.compile`d step with `compile`) and
   replayed, so a step costs one launch instead of hundreds;
-- on CUDA with bf16/fp16 weights and 1-4 rows the step is fused Triton kernels instead
+- on CUDA with bf16 weights and 1-4 rows the step is fused Triton kernels instead
   (`triton_decode.py`: six per layer, plus the head and a fused draw), replayed in the same graph;
 - `compile=True` on CPU: the step compiled with its weights frozen as constants, matrix products
   autotuned between inductor's C++ GEMM kernels and BLAS, and attention as fused reductions; the
@@ -208,7 +208,8 @@ class FastEngine:
     kernels: "torch" (the step as torch ops), "triton" (on CUDA, the one-token step of up to
         `triton_decode.ENGINE_ROWS` rows as fused Triton kernels, `simplear.sampling.triton_decode`,
         not torch-compiled; larger batches, prefill and Jacobi's blocks stay on torch) or "auto"
-        (triton where it applies: CUDA, bf16/fp16 weights, Triton importable).
+        (triton where it applies: CUDA, bf16 weights, Triton importable; fp32, tested but not
+        timed on a GPU, and fp16, not run on one, take the kernels only when asked for).
     """
 
     def __init__(
@@ -256,7 +257,7 @@ class FastEngine:
             raise ValueError("kernels='triton' needs the model on a CUDA device and the triton package; "
                              "use kernels='torch'")
         if kernels == "auto":
-            return "triton" if usable and self.dtype in (torch.bfloat16, torch.float16) else "torch"
+            return "triton" if usable and self.dtype == torch.bfloat16 else "torch"
         return kernels
 
     def uses_triton(self, rows: int) -> bool:
