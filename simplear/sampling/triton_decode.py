@@ -407,7 +407,7 @@ class TritonDecoder:
 
     def _mm(self, name, x, w, out, *, ln=None, bias=None, epilogue=0, pair_offset=0):
         kind, block_n, block_k, warps, stages = self.tiles[name]
-        if kind == "dot" and w.element_size() == 4:  # fp32 tiles: a quarter of the shared memory
+        if kind == "dot" and w.element_size() == 4:  # fp32: narrower K tiles, so 4-byte tiles fit shared memory
             block_k, stages = min(block_k, 32), min(stages, 3)
         rows, k_size = x.shape
         n_size = w.shape[0] - pair_offset
