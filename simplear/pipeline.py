@@ -47,10 +47,10 @@ class Pipeline:
     samplers = SAMPLERS
 
     def __init__(self, bundle, device=None, compile: bool = False, kernels: str = "auto"):
+        from simplear.sampling.config import check_kernels
         from simplear.utils import pick_device
 
-        if kernels not in ("auto", "torch", "triton"):
-            raise ValueError(f"kernels must be 'auto', 'torch' or 'triton', got {kernels!r}")
+        check_kernels(kernels)
         self.bundle = bundle
         self.device = pick_device(device) if device is not None else next(bundle.model.parameters()).device
         self.model = bundle.model.to(self.device).eval()
@@ -78,8 +78,10 @@ class Pipeline:
         weights), "torch" or "triton" (`FastEngine`).
         """
         from simplear.bundle import load_bundle
+        from simplear.sampling.config import check_kernels
         from simplear.utils import pick_device
 
+        check_kernels(kernels)  # before loading the bundle
         device = pick_device(device)
         return cls(load_bundle(path, visual_tokenizer=visual_tokenizer, device=device, dtype=dtype), device, compile,
                    kernels)

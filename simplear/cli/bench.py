@@ -5,6 +5,8 @@ from __future__ import annotations
 
 
 def register(top, groups) -> None:
+    from simplear.sampling.config import ENGINE_KERNELS  # no torch at import
+
     p = groups["bench"].add_parser(
         "sampling",
         help="sampling speed: SimpleAR-style baseline, reference, fast engine, Jacobi",
@@ -26,7 +28,7 @@ def register(top, groups) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--compile", action="store_true", help="torch.compile the engine's step")
     p.add_argument("--no-cuda-graphs", action="store_true", help="eager engine steps on CUDA")
-    p.add_argument("--kernels", default="auto", choices=("auto", "torch", "triton"),
+    p.add_argument("--kernels", default="auto", choices=ENGINE_KERNELS,
                    help="the engine's one-token decode step: fused Triton kernels (CUDA) or torch ops; "
                         "auto: Triton on CUDA with bf16 weights when triton is installed")
     p.add_argument("--max-slow-tokens", type=int, default=None,

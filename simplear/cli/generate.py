@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def register(top, groups) -> None:
+    from simplear.sampling.config import ENGINE_KERNELS  # no torch at import
+
     p = top.add_parser(
         "generate",
         help="generate images from prompts (PNGs plus a generate.json with every setting)",
@@ -33,7 +35,7 @@ def register(top, groups) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step: slow first batch (tens of seconds), faster after; "
                         "worth it for many images (a 0.5B model on an H100: 5.4 instead of 12.2 s per 1024-px image)")
-    p.add_argument("--kernels", choices=("auto", "torch", "triton"), default="auto",
+    p.add_argument("--kernels", choices=ENGINE_KERNELS, default="auto",
                    help="the fast engine's decode step: fused Triton kernels (CUDA) or torch ops; auto: Triton "
                         "on CUDA with bf16 weights when triton is installed")
     p.add_argument("--json", action="store_true", help="print generate.json instead of file names")

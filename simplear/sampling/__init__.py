@@ -6,6 +6,7 @@
 - `batch.py`: CFG as one doubled, left-padded batch with masks and position ids.
 - `reference.py`: `reference_sample`, the plain KV-cached loop over stock Qwen2 (source of truth).
 - `engine.py`: `FastEngine`, static KV cache, visual-only head, CUDA graphs (same results).
+- `triton_decode.py`: the engine's one-token step as fused Triton kernels (CUDA, 1-4 rows).
 - `jacobi.py`: `jacobi_sample`, speculative Jacobi decoding (same distribution, fewer passes).
 - `baseline.py`: `simplear_baseline_sample`, SimpleAR's released sampling scheme (benchmark only).
 - `bench.py`: `run_sampling_benchmark`, the four samplers on one model and setting.

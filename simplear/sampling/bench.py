@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from simplear.sampling.config import SamplingConfig
+from simplear.sampling.config import SamplingConfig, check_kernels
 from simplear.utils import format_down
 
 SAMPLERS = ("baseline", "reference", "engine", "jacobi")
@@ -71,8 +71,7 @@ class BenchConfig:
             raise ValueError("give a model bundle or a preset, not both")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
-        if self.kernels not in ("auto", "torch", "triton"):
-            raise ValueError(f"kernels must be auto, torch or triton, got {self.kernels!r}")
+        check_kernels(self.kernels)
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         SamplingConfig().with_overrides(**self.sampling_overrides())  # validates the given values

@@ -10,6 +10,17 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+# The fast engine's one-token decode step: "triton" (fused kernels, CUDA), "torch", or "auto".
+ENGINE_KERNELS = ("auto", "torch", "triton")
+
+
+def check_kernels(kernels: str) -> str:
+    """`kernels` if it names one of ENGINE_KERNELS, else a ValueError that lists them."""
+    if kernels not in ENGINE_KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(ENGINE_KERNELS)}, got {kernels!r}")
+    return kernels
+
+
 # SimpleAR's generate.py defaults: CFG 6.0, temperature 1.0, no top-k/top-p cut.
 DEFAULT_CFG_SCALE = 6.0
 

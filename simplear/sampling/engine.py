@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from simplear.sampling.batch import check_vocab, make_prompt_batch
-from simplear.sampling.config import SamplingConfig
+from simplear.sampling.config import SamplingConfig, check_kernels
 from simplear.sampling.logits import Generators, draw, invert_cdf, probs_from_logits, split_cfg, uniform
 from simplear.sampling.result import SampleResult
 
@@ -125,8 +125,8 @@ class _CompiledDecode(_CompiledStep):
             ids = torch.cat([ids, ids])
         if engine.uses_triton(ids.shape[0]):
             logits = engine._triton.forward(ids[:, None], slots, start)[:, -1]
-            if self.draw and not self.structure[1] and not self.structure[2] and not self.structure[3]:
-                # Plain sampling (no greedy, top-k, top-p): CFG, temperature and the draw fused.
+            if self.draw and not any(self.structure[1:]):
+                # Plain sampling (not greedy, no top-k, no top-p): CFG, temperature and the draw fused.
                 from simplear.sampling.triton_decode import sample_plain
 
                 return sample_plain(logits, u, values, self.structure[0])
@@ -249,8 +249,7 @@ class FastEngine:
         self.refresh()
 
     def _choose_kernels(self, kernels: str) -> str:
-        if kernels not in ("auto", "torch", "triton"):
-            raise ValueError(f"kernels must be 'auto', 'torch' or 'triton', got {kernels!r}")
+        check_kernels(kernels)
         interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests)
         usable = (self.device.type == "cuda" or interpreted) and importlib.util.find_spec("triton") is not None
         if kernels == "triton" and not usable:
