@@ -39,6 +39,7 @@ def main() -> None:
     from simplear.eval.detector import detect
     from simplear.eval.suite import make_suite
     from simplear.train.suite_eval import generate_codes
+    from simplear.visual_tokenizers.images import tensor_to_pil, uint8_to_float
 
     bundle = load_bundle(args.bundle)
     bundle.model.eval()
@@ -61,7 +62,7 @@ def main() -> None:
     held = np.array([any((c.get("color"), c["class"]) in heldout for c in m["include"]) for m in suite])
     renders = [render_array(scene_from_metadata(m, np.random.default_rng([0, i, 0]), config), resolution)
                for i, m in enumerate(suite)]
-    x = torch.from_numpy(np.stack(renders)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = uint8_to_float(torch.from_numpy(np.stack(renders)).permute(0, 3, 1, 2))
     with torch.inference_mode():
         codes = torch.cat([tokenizer.encode(x[i : i + 64]) for i in range(0, len(x), 64)])
     codes = codes.reshape(len(suite), -1).numpy()
@@ -80,10 +81,9 @@ def main() -> None:
     tally = collections.Counter()
     with torch.inference_mode():
         images = torch.cat([tokenizer.decode(drawn[i : i + 16]) for i in range(0, len(drawn), 16)])
-    for image, meta in zip(images, metas):
-        rgb = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    for image, meta in zip(tensor_to_pil(images), metas):
         want = meta["include"][0]
-        found = [(d.color, d.cls) for d in detect(rgb)]
+        found = [(d.color, d.cls) for d in detect(image)]
         if (want["color"], want["class"]) in found:
             tally["the asked class in the asked colour"] += 1
         elif any(c == want["color"] for c, _ in found):
