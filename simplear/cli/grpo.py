@@ -23,6 +23,25 @@ def _train_grpo(args: argparse.Namespace) -> int:
     return 0
 
 
+# GRPOConfig fields the recipe sets itself (paths, device, seed, resuming): not for --grpo-set.
+_RECIPE_OWNS = ("init_from", "out", "device", "seed", "resume")
+
+
+def _grpo_set(fields: dict, items: list[str]) -> dict:
+    """The recipe's GRPO fields with `KEY=VALUE` overrides applied; unknown keys, values of the wrong
+    type and invalid combinations fail here, before any stage runs."""
+    from simplear.train.config import apply_overrides
+    from simplear.train.grpo import GRPOConfig
+
+    keys = [item.split("=", 1)[0].strip() for item in items]
+    owned = [k for k in keys if k in _RECIPE_OWNS]
+    if owned:
+        raise ValueError(f"--grpo-set {owned[0]}: the recipe sets {', '.join(_RECIPE_OWNS)} itself "
+                         "(use --out, --device or --seed)")
+    updated = apply_overrides(GRPOConfig(**fields), items)  # GRPOConfig checks the values
+    return {**fields, **{k: getattr(updated, k) for k in keys}}
+
+
 def _recipe(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -38,6 +57,9 @@ def _recipe(args: argparse.Namespace) -> int:
                if v is not None}
     if args.grpo_steps is not None:
         changes["grpo_overrides"] = {**(config.grpo_overrides or grpo_defaults()), "steps": args.grpo_steps}
+    if args.grpo_set:
+        changes["grpo_overrides"] = _grpo_set(changes.get("grpo_overrides", config.grpo_overrides or grpo_defaults()),
+                                              args.grpo_set)
     for stage in ("pretrain", "sft"):
         key = f"{stage}_overrides"
         steps = getattr(args, f"{stage}_steps")
@@ -58,7 +80,7 @@ def _recipe(args: argparse.Namespace) -> int:
              ("--grpo-steps", args.grpo_steps), ("--data-background", args.data_background),
              ("--data-grid", args.data_grid), ("--data-caption-order", args.data_caption_order),
              ("--tokenizer", args.tokenizer)]
-    flags += [("--pretrain-set", v) for v in args.pretrain_set or []] + [("--sft-set", v) for v in args.sft_set or []]
+    flags += [(f"--{stage}-set", v) for stage in ("pretrain", "sft", "grpo") for v in getattr(args, f"{stage}_set") or []]
     command = " ".join([f"simplear recipe {args.name} --out {args.out}"]
                        + [flag if value is True else f"{flag} {value}" for flag, value in flags if value is not None])
     run_recipe(dataclasses.replace(config, **changes), command=command)
@@ -137,6 +159,9 @@ def register(top, groups) -> None:
                         "train ar` takes it (e.g. batch_size=32); repeatable, applied after --pretrain-steps")
     r.add_argument("--sft-set", dest="sft_set", action="append", metavar="KEY=VALUE",
                    help="the same for the SFT stage's shapes-sft config (e.g. optim.lr=1e-3)")
+    r.add_argument("--grpo-set", dest="grpo_set", action="append", metavar="KEY=VALUE",
+                   help="override a field of the GRPO stage's settings, as `simplear train grpo` names them "
+                        "with underscores (e.g. passes=1, beta=0.02); repeatable, applied after --grpo-steps")
     r.add_argument("--data-background", dest="data_background", choices=BACKGROUND_STYLES, default=None,
                    help="background of the pretraining/SFT scenes (default plain grey; the suite is judged as is)")
     r.add_argument("--data-grid", dest="data_grid", type=int, default=None,
