@@ -120,7 +120,7 @@ class RecipeConfig:
 
 def grpo_defaults() -> dict:
     """GRPO settings of the full recipe, sized for what is left of the 2-hour CPU budget after
-    pretraining and SFT (32 images of 256 tokens per step, about 20-25 s each on the idle 2-core
+    pretraining and SFT (32 images of 256 tokens per step, about 11 s each on the idle 2-core
     CPU); on a GPU raise prompts_per_step/steps. lr 3e-5 with β 0.05: from the plain-grid SFT model,
     lr 1e-4 / β 0.02 blew the KL up in its first step (k3 estimate 2.2e5) and ended 0.004 below SFT,
     while lr 3e-5 / β 0.05 kept KL near 0.1 and ended +0.031 above it (docs/benchmarks.md). The
@@ -129,7 +129,8 @@ def grpo_defaults() -> dict:
     minibatches of 16 or lr 5e-5 did not beat these, and a 5-step warm-up scored lower (two seeds).
     One optimisation pass per rollout batch (the plain policy gradient plus KL) scored as well as
     two at 40 steps (0.387 and 0.383 against 0.373) in about a fifth less time per step, and the
-    time saved pays for 50 steps instead of 40: 0.399 in the same 551 s of steps (2026-11-24)."""
+    time saved pays for 50 steps instead of 40: 0.399 and 0.388 (two seeds) in about the same
+    551-585 s of steps (2026-11-24)."""
     return {"steps": 50, "prompts_per_step": 4, "group_size": 8, "passes": 1, "lr": 3e-5, "beta": 0.05,
             "clip_eps": 0.2, "eval_every": 10, "eval_num_prompts": 48, "checkpoint_every": 5,
             "micro_batch_size": 16, "rollout_batch_size": 32, "reward": "0.5*shapes:strict+0.5*shapes:partial",
