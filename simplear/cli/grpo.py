@@ -23,20 +23,17 @@ def _train_grpo(args: argparse.Namespace) -> int:
     return 0
 
 
-# GRPOConfig fields the recipe sets itself (paths, device, seed, resuming): not for --grpo-set.
-_RECIPE_OWNS = ("init_from", "out", "device", "seed", "resume")
-
-
 def _grpo_set(fields: dict, items: list[str]) -> dict:
     """The recipe's GRPO fields with `KEY=VALUE` overrides applied; unknown keys, values of the wrong
     type and invalid combinations fail here, before any stage runs."""
     from simplear.train.config import apply_overrides
     from simplear.train.grpo import GRPOConfig
+    from simplear.train.recipe import GRPO_FIELDS_SET_BY_RECIPE
 
     keys = [item.split("=", 1)[0].strip() for item in items]
-    owned = [k for k in keys if k in _RECIPE_OWNS]
+    owned = [k for k in keys if k in GRPO_FIELDS_SET_BY_RECIPE]
     if owned:
-        raise ValueError(f"--grpo-set {owned[0]}: the recipe sets {', '.join(_RECIPE_OWNS)} itself "
+        raise ValueError(f"--grpo-set {owned[0]}: the recipe sets {', '.join(GRPO_FIELDS_SET_BY_RECIPE)} itself "
                          "(use --out, --device or --seed)")
     updated = apply_overrides(GRPOConfig(**fields), items)  # GRPOConfig checks the values
     return {**fields, **{k: getattr(updated, k) for k in keys}}

@@ -275,6 +275,10 @@ def _ar_stage(cfg: RecipeConfig, root: Path, name: str) -> dict:
     return {"bundle": str(run / "bundle"), "resolution": res}
 
 
+# GRPOConfig fields that `_grpo` sets from the recipe itself, so grpo_overrides cannot hold them.
+GRPO_FIELDS_SET_BY_RECIPE = ("init_from", "out", "device", "seed", "resume")
+
+
 def _grpo(cfg: RecipeConfig, root: Path) -> dict:
     from simplear.train.grpo import GRPOConfig, train_grpo
 
