@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from simplear.utils import atomic_dir, atomic_path, atomic_write_text
+import simplear.utils as utils
+from simplear.utils import atomic_dir, atomic_path, atomic_write_text, uses_bf16_autocast
 
 
 @pytest.fixture
@@ -54,3 +55,22 @@ def test_format_down_never_prints_above_the_measured_figure():
     assert format_down(1966.72, 1) == "1966.7"
     assert format_down(256.0, 0) == "256"
     assert format_down(-0.0051, 3) == "-0.006"  # toward -inf
+
+
+@pytest.mark.parametrize("flags, native", [("fpu avx2 avx512f avx512_bf16 fma", True),
+                                           ("fpu avx2 amx_bf16 amx_tile", True),
+                                           ("fpu avx2 avx512f avx512bw fma", False)])
+def test_auto_precision_takes_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch, tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n")
+    real_path = utils.Path
+    monkeypatch.setattr(utils, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    utils.cpu_has_native_bf16.cache_clear()
+    try:
+        assert utils.cpu_has_native_bf16() is native
+        assert uses_bf16_autocast("auto", "cpu") is native
+        assert uses_bf16_autocast("auto", "cuda") is True
+        assert uses_bf16_autocast("fp32", "cuda") is False
+        assert uses_bf16_autocast("bf16", "cpu") is True
+    finally:
+        utils.cpu_has_native_bf16.cache_clear()

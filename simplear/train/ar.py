@@ -34,12 +34,11 @@ from simplear.train.logging import RunLogger
 from simplear.train.loss import ARLoss, enable_activation_checkpointing
 from simplear.train.optim import make_optimizer, make_scheduler
 from simplear.train.sequences import SampleOrder, SequenceBuilder, check_captions
-from simplear.utils import atomic_write_text, pick_device, seed_everything
+from simplear.utils import atomic_write_text, pick_device, seed_everything, uses_bf16_autocast
 
 
 def _autocast_factory(config: TrainConfig, device: torch.device):
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    if not use_bf16:
+    if not uses_bf16_autocast(config.precision, device):
         return contextlib.nullcontext
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -131,7 +130,8 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
     if start_step == 0:
         logger.log({"kind": "start", "step": 0, "init": init_source, "world_size": info.world_size,
                     "parameters": sum(p.numel() for p in set(model.parameters())), "grid": list(grid),
-                    "visual_offset": vocab.visual_offset, "vocab_size": vocab.vocab_size}, console=False)
+                    "visual_offset": vocab.visual_offset, "vocab_size": vocab.vocab_size,
+                    "autocast": "bf16" if uses_bf16_autocast(config.precision, device) else "off"}, console=False)
 
     def run_eval(step: int) -> None:
         # DDP: rank 0 alone on the unwrapped model, the others wait. FSDP: every rank runs the same

@@ -85,7 +85,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
-    precision: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU) | "fp32" | "bf16"
+    precision: str = "auto"  # "auto" (bf16 autocast on GPU and bf16-capable CPUs, else fp32) | "fp32" | "bf16"
     device: str | None = None
     parallel: str = "ddp"  # under torchrun: "ddp" or "fsdp" (FSDP2 per decoder layer, for 0.5B/1.5B)
     text_loss_weight: float = 0.0  # 0 = loss on image tokens only (SimpleAR's choice)

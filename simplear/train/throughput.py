@@ -59,7 +59,7 @@ def measure_throughput(config: ThroughputConfig) -> dict:
     from simplear.train.config import OptimConfig
     from simplear.train.loss import ARLoss, enable_activation_checkpointing
     from simplear.train.optim import make_optimizer
-    from simplear.utils import pick_device
+    from simplear.utils import pick_device, uses_bf16_autocast
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -74,7 +74,7 @@ def measure_throughput(config: ThroughputConfig) -> dict:
     loss_module = ARLoss(model, config.text_vocab, config.codebook_size, chunk=config.loss_chunk)
     step_fn = torch.compile(loss_module) if config.compile else loss_module
     optimizer = make_optimizer(model, OptimConfig(lr=1e-4))
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    bf16 = uses_bf16_autocast(config.precision, device)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     g = torch.Generator().manual_seed(0)
