@@ -201,11 +201,12 @@ def _shapes_pretrain() -> TrainConfig:
                         visual_tokenizer="data/fsq-tokenizer", resolution=64, text_vocab_size=512),
         optim=OptimConfig(lr=1e-3, weight_decay=0.01, warmup_steps=100, schedule="cosine", min_lr_ratio=0.1),
         eval=EvalConfig(every=400, suite_prompts=16),
-        # 1,330 x 32 sequences of 83 tokens = 3.5M tokens: 21.5 minutes with its evaluations
-        # on the 2-core CPU, about as long as the 800 x 64 it replaced (2026-11-24), which saw more
-        # sequences but took fewer steps and ended worse at every stage (docs/benchmarks.md). The
-        # 128-px SFT stage, not this one, draws the shapes the judge reads: it gets the larger share.
-        batch_size=32, micro_batch_size=32, max_steps=1330, checkpoint_every=100, log_every=10,
+        # 2,000 x 32 sequences of 83 tokens = 5.3M tokens: 15 minutes with its evaluations on the
+        # 2-core CPU under bf16 autocast (precision "auto" on a CPU with AVX512-BF16), where 1,330
+        # steps took about 21 minutes in float32 (2026-11-24, docs/benchmarks.md). Batches of 32
+        # ended better at every stage than the 64 used until 2026-11-24. The 128-px SFT stage, not
+        # this one, draws the shapes the judge reads: it gets the larger share.
+        batch_size=32, micro_batch_size=32, max_steps=2000, checkpoint_every=100, log_every=10,
     )
 
 
@@ -217,12 +218,12 @@ def _shapes_sft() -> TrainConfig:
         data=DataConfig(shards=("data/shapes-128-tokens",), val_shards=("data/shapes-128-val-tokens",),
                         visual_tokenizer="data/fsq-tokenizer", resolution=128),
         optim=OptimConfig(lr=5e-4, weight_decay=0.01, warmup_steps=50, schedule="cosine", min_lr_ratio=0.1),
-        eval=EvalConfig(every=200, suite_prompts=16),
-        # 1,600 x 16 sequences of 275 tokens = 7.0M tokens: about 39 minutes with its periodic
-        # evaluations on the idle 2-core CPU. Batches of 16 learn more per sequence than the 32 used
-        # until 2026-11-23 at the same tokens/s (validation loss 0.376 against 0.413 after 6,400
-        # sequences; the recipe's SFT stage judged 0.238 against 0.170; docs/benchmarks.md).
-        batch_size=16, micro_batch_size=16, max_steps=1600, checkpoint_every=100, log_every=10,
+        eval=EvalConfig(every=400, suite_prompts=16),
+        # 2,800 x 16 sequences of 275 tokens = 12.3M tokens: about 36 minutes with its periodic
+        # evaluations on the idle 2-core CPU under bf16 autocast, where 1,600 steps took about 37
+        # in float32; the SFT model judged 0.371 against 0.253 (CFG 2.0, 2026-11-24). Batches of 16
+        # learn more per sequence than the 32 used until 2026-11-23 (docs/benchmarks.md).
+        batch_size=16, micro_batch_size=16, max_steps=2800, checkpoint_every=100, log_every=10,
         bundle_dtype="bfloat16",
     )
 
