@@ -37,8 +37,8 @@ from simplear.train.sequences import SampleOrder, SequenceBuilder, check_caption
 from simplear.utils import atomic_write_text, pick_device, seed_everything, uses_bf16_autocast
 
 
-def _autocast_factory(config: TrainConfig, device: torch.device):
-    if not uses_bf16_autocast(config.precision, device):
+def _autocast_factory(bf16: bool, device: torch.device):
+    if not bf16:
         return contextlib.nullcontext
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -108,7 +108,8 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
     wrapped = dist_utils.wrap_model(loss_module, info, config.parallel, device)
     optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config.optim, config.max_steps)
-    autocast = _autocast_factory(config, device)
+    bf16 = uses_bf16_autocast(config.precision, device)
+    autocast = _autocast_factory(bf16, device)
 
     # 5. Resume: optimiser, schedule, RNG; the data position follows from the step.
     if ckpt is not None:
@@ -131,7 +132,7 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
         logger.log({"kind": "start", "step": 0, "init": init_source, "world_size": info.world_size,
                     "parameters": sum(p.numel() for p in set(model.parameters())), "grid": list(grid),
                     "visual_offset": vocab.visual_offset, "vocab_size": vocab.vocab_size,
-                    "autocast": "bf16" if uses_bf16_autocast(config.precision, device) else "off"}, console=False)
+                    "autocast": "bf16" if bf16 else "off"}, console=False)
 
     def run_eval(step: int) -> None:
         # DDP: rank 0 alone on the unwrapped model, the others wait. FSDP: every rank runs the same
