@@ -152,6 +152,9 @@ def pick_device(device: str | None = None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX-BF16).
@@ -161,7 +164,7 @@ def cpu_has_native_bf16() -> bool:
     Reads the kernel's CPU flags, so it is False off Linux.
     """
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = CPUINFO.read_text()
     except OSError:
         return False
     for line in text.splitlines():

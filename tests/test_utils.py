@@ -63,8 +63,7 @@ def test_format_down_never_prints_above_the_measured_figure():
 def test_auto_precision_takes_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch, tmp_path, flags, native):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n")
-    real_path = utils.Path
-    monkeypatch.setattr(utils, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    monkeypatch.setattr(utils, "CPUINFO", cpuinfo)
     utils.cpu_has_native_bf16.cache_clear()
     try:
         assert utils.cpu_has_native_bf16() is native
