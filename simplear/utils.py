@@ -187,6 +187,19 @@ def uses_bf16_autocast(precision: str, device) -> bool:
     return kind == "cuda" or (kind == "cpu" and cpu_has_native_bf16())
 
 
+def autocast_factory(precision: str, device):
+    """A zero-argument callable giving the forward-pass context for `precision` on `device`:
+    `torch.autocast(bf16)` where `uses_bf16_autocast` says so, else a no-op context."""
+    import contextlib
+
+    import torch
+
+    if not uses_bf16_autocast(precision, device):
+        return contextlib.nullcontext
+    kind = getattr(device, "type", str(device))
+    return lambda: torch.autocast(device_type=kind, dtype=torch.bfloat16)
+
+
 def seed_everything(seed: int) -> None:
     import torch
 

@@ -1,6 +1,7 @@
 """GRPO on a tiny model: the policy's log-probs are the sampler's, the loop optimises what it
 samples (the reward rises), and checkpoints resume exactly."""
 
+import dataclasses
 import json
 
 import pytest
@@ -189,6 +190,42 @@ def test_old_log_probs_from_the_first_pass_equal_a_separate_forward():
     assert torch.allclose(results[0], results[1], atol=1e-6)
     with pytest.raises(ValueError, match="whole batch"):
         optimise_batch(policy, rollout, adv, optimizer, GRPOConfig(minibatch_size=4), torch.Generator())
+
+
+def test_bf16_autocast_changes_only_the_teacher_forced_forwards_and_keeps_ratios_like_for_like():
+    import copy
+
+    from simplear.train.grpo import optimise_batch
+    from simplear.train.grpo_rollout import sample_rollout
+    from simplear.utils import autocast_factory
+
+    bf16 = autocast_factory("bf16", "cpu")
+    prompts, adv = [[1, 2, 3]] * 4 + [[4, 5]] * 4, torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, 0.0, -1.0, -1.0])
+    rollouts = {}
+    for name, autocast in (("fp32", autocast_factory("fp32", "cpu")), ("bf16", bf16)):
+        policy = GuidedPolicy(_randomised_tiny(2), 20, 16, SamplingConfig(cfg_scale=2.0))
+        rollouts[name] = sample_rollout(policy, prompts, [1, 2], num_tokens=5, generator=torch.Generator().manual_seed(0),
+                                        pad_id=0, reference=policy, autocast=autocast)
+    a, b = rollouts["fp32"], rollouts["bf16"]
+    assert torch.equal(a.codes, b.codes)  # the sampler is not under autocast
+    assert b.old_logprobs.dtype == torch.float32
+    assert not torch.equal(a.old_logprobs, b.old_logprobs)  # the forward did run in bf16 ...
+    assert torch.allclose(a.old_logprobs, b.old_logprobs, atol=0.3)  # ... and stays near float32
+    # Old log-probs kept from a bf16 rollout equal the loss's own first-pass bf16 forward, so the
+    # first update is the same either way (with float32 ones it would not be: ratios != 1).
+    config = GRPOConfig(passes=1, micro_batch_size=3, lr=1e-2, beta=0.0, precision="bf16")
+    results = []
+    for old in (b.old_logprobs, None):
+        model = copy.deepcopy(_randomised_tiny(2))
+        policy = GuidedPolicy(model, 20, 16, SamplingConfig(cfg_scale=2.0))
+        rollout = dataclasses.replace(b, old_logprobs=old)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+        stats = optimise_batch(policy, rollout, adv, optimizer, config, torch.Generator().manual_seed(0), bf16)
+        assert all(s.clip_fraction == 0 for s in stats)
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(results[0], results[1], atol=1e-6)
+    with pytest.raises(ValueError, match="precision"):
+        GRPOConfig(precision="fp16")
 
 
 def test_training_prompts_avoid_held_out_pairs_and_cover_every_tag(tmp_path):

@@ -124,6 +124,9 @@ def register(top, groups) -> None:
     p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=None)
     p.add_argument("--keep-last", dest="keep_last", type=int, default=None)
     p.add_argument("--bundle-dtype", dest="bundle_dtype", choices=("float32", "bfloat16", "float16"), default=None)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="teacher-forced forwards (log-probs and loss): fp32 (default), bf16 autocast, or auto "
+                        "(bf16 on CUDA and on CPUs with native bf16 matmuls); sampling stays float32")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")

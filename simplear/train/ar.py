@@ -34,13 +34,13 @@ from simplear.train.logging import RunLogger
 from simplear.train.loss import ARLoss, enable_activation_checkpointing
 from simplear.train.optim import make_optimizer, make_scheduler
 from simplear.train.sequences import SampleOrder, SequenceBuilder, check_captions
-from simplear.utils import atomic_write_text, pick_device, seed_everything, uses_bf16_autocast
-
-
-def _autocast_factory(bf16: bool, device: torch.device):
-    if not bf16:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+from simplear.utils import (
+    atomic_write_text,
+    autocast_factory,
+    pick_device,
+    seed_everything,
+    uses_bf16_autocast,
+)
 
 
 def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset: Any = None,
@@ -109,7 +109,7 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
     optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config.optim, config.max_steps)
     bf16 = uses_bf16_autocast(config.precision, device)
-    autocast = _autocast_factory(bf16, device)
+    autocast = autocast_factory(config.precision, device)
 
     # 5. Resume: optimiser, schedule, RNG; the data position follows from the step.
     if ckpt is not None:

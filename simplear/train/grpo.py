@@ -34,7 +34,7 @@ from simplear.train.grpo_loss import LossStats, group_advantages, grpo_loss
 from simplear.train.grpo_prompts import evaluation_prompts, prompts_for_step, training_prompts
 from simplear.train.grpo_rollout import GuidedPolicy, Rollout, check_policy_config, sample_rollout
 from simplear.train.logging import RunLogger
-from simplear.utils import atomic_write_json, pick_device
+from simplear.utils import atomic_write_json, autocast_factory, pick_device, uses_bf16_autocast
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,10 @@ class GRPOConfig:
     device: str | None = None
     resume: bool = False
     bundle_dtype: str = "float32"  # precision of OUT/bundle weights ("bfloat16" halves the size)
+    # Teacher-forced forwards (old / reference log-probs and the loss): "fp32" | "bf16" (autocast;
+    # weights, optimiser and the sampler stay float32) | "auto" (bf16 on CUDA and on CPUs with
+    # native bf16 matmuls). Both log-probs of every ratio come from the same precision.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts_per_step", "group_size", "passes", "micro_batch_size"):
@@ -98,6 +102,8 @@ class GRPOConfig:
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.bundle_dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"bundle_dtype must be float32, bfloat16 or float16, got {self.bundle_dtype!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.sampler not in ("engine", "reference"):
             raise ValueError(f"sampler must be 'engine' or 'reference', got {self.sampler!r}")
         if self.beta < 0 or self.clip_eps <= 0:
@@ -139,7 +145,8 @@ def _lr_factor(config: GRPOConfig, step: int) -> float:
 
 
 def optimise_batch(policy: torch.nn.Module, rollout: Rollout, advantages: torch.Tensor,
-                   optimizer: torch.optim.Optimizer, config: GRPOConfig, generator: torch.Generator) -> list[LossStats]:
+                   optimizer: torch.optim.Optimizer, config: GRPOConfig, generator: torch.Generator,
+                   autocast: Callable[[], Any] = contextlib.nullcontext) -> list[LossStats]:
     """`config.passes` passes over the rollout; one optimiser step per minibatch.
 
     The loss of a minibatch is accumulated over micro-batches, each weighted by its share of the
@@ -170,7 +177,8 @@ def optimise_batch(policy: torch.nn.Module, rollout: Rollout, advantages: torch.
                 sync = i == len(chunks) - 1 or not hasattr(policy, "no_sync")
                 ctx = policy.no_sync() if not sync else contextlib.nullcontext()
                 with ctx:
-                    logp = policy(part.batch, part.codes)
+                    with autocast():
+                        logp = policy(part.batch, part.codes)
                     if first_pass:
                         old[index.to(old.device)] = logp.detach().to(old.device)
                     loss, st = grpo_loss(
@@ -243,6 +251,7 @@ def train_grpo(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(config, s))
     reward_fn = reward if reward is not None else build_reward(config.reward, device=str(device))
+    autocast = autocast_factory(config.precision, device)  # teacher-forced forwards only
 
     # 2. Resume: model + optimiser + scheduler + step. Prompts and rollout seeds derive from the step.
     start_step = 0
@@ -261,7 +270,8 @@ def train_grpo(
     # The logger drops lines logged after the checkpoint we resume from (those steps are redone).
     logger = RunLogger(out, config.steps, start_step=start_step, enabled=rank == 0, progress=config.progress)
     if rank == 0:
-        atomic_write_json(out / "config.json", {**config.to_dict(), "sampling": sampling.to_dict(), "world_size": world})
+        atomic_write_json(out / "config.json", {**config.to_dict(), "sampling": sampling.to_dict(), "world_size": world,
+                                                "autocast": "bf16" if uses_bf16_autocast(config.precision, device) else "off"})
     wrapped = policy
     if world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
@@ -306,6 +316,7 @@ def train_grpo(
         rollout = sample_rollout(
             policy, cond_ids, vocab.encode_unconditional(), num_tokens=num_tokens, generator=chunk_generator,
             pad_id=vocab.pad_id, reference=ref_policy, micro_batch=config.micro_batch_size, engine=engine,
+            autocast=autocast,
             old_logprobs=bool(config.minibatch_size) and config.minibatch_size < local_images,
             sample_batch=config.rollout_batch_size or config.micro_batch_size,
         )
@@ -321,7 +332,7 @@ def train_grpo(
         # 5. Optimisation passes against the rollout-time log-probs.
         model.train()
         lr_used = scheduler.get_last_lr()[0]  # this step's lr (the scheduler then moves on to the next)
-        loss_stats = optimise_batch(wrapped, rollout, advantages, optimizer, config, cpu_gen)
+        loss_stats = optimise_batch(wrapped, rollout, advantages, optimizer, config, cpu_gen, autocast)
         scheduler.step()
 
         # 6. Log (global statistics), evaluate, checkpoint.

@@ -19,8 +19,10 @@ the truncated distribution is not the one whose log-probabilities are computed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -132,10 +134,10 @@ class GuidedPolicy(nn.Module):
 
 
 def policy_logprobs(policy: nn.Module, rollout_batch: PromptBatch, codes: torch.Tensor,
-                    micro_batch: int) -> torch.Tensor:
+                    micro_batch: int, autocast: Callable[[], Any] = contextlib.nullcontext) -> torch.Tensor:
     """`policy(batch, codes)` in chunks of `micro_batch` images, without gradients."""
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         for start in range(0, codes.shape[0], micro_batch):
             index = torch.arange(start, min(start + micro_batch, codes.shape[0]))
             out.append(policy(select_rows(rollout_batch, index), codes[index]))
@@ -155,6 +157,7 @@ def sample_rollout(
     engine=None,
     old_logprobs: bool = True,
     sample_batch: int | None = None,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
 ) -> Rollout:
     """Draw one image per row of `cond_ids` from the policy, and score the draws.
 
@@ -170,7 +173,9 @@ def sample_rollout(
     every later importance ratio) and under the frozen `reference` (for the KL term), both
     computed by teacher forcing right after sampling, before any update. `old_logprobs=False`
     skips the first: when the first optimisation step sees the whole batch before any update, its
-    own forward gives exactly these numbers, and one forward over the batch is saved.
+    own forward gives exactly these numbers, and one forward over the batch is saved. `autocast`
+    (a context factory) wraps these teacher-forced forwards, never the sampling: the trainer
+    passes the one its loss forward runs under, so every ratio compares like with like.
     """
     import time
 
@@ -198,10 +203,10 @@ def sample_rollout(
     codes = torch.cat(codes).to(device)
     batch = make_prompt_batch([list(c) for c in cond_ids], [list(uncond_ids)], policy.config, device=device,
                               pad_id=pad_id)
-    old = policy_logprobs(policy, batch, codes, micro_batch) if old_logprobs else None
+    old = policy_logprobs(policy, batch, codes, micro_batch, autocast) if old_logprobs else None
     ref = None
     if reference is not None:
-        ref = policy_logprobs(reference, batch, codes, micro_batch)
+        ref = policy_logprobs(reference, batch, codes, micro_batch, autocast)
     policy.train(was_training)
     return Rollout(batch=batch, codes=codes, old_logprobs=old, ref_logprobs=ref,
                    seconds=time.perf_counter() - started)

@@ -12,7 +12,6 @@ known for a few GPUs; elsewhere pass `peak_tflops`.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass
 
@@ -59,7 +58,7 @@ def measure_throughput(config: ThroughputConfig) -> dict:
     from simplear.train.config import OptimConfig
     from simplear.train.loss import ARLoss, enable_activation_checkpointing
     from simplear.train.optim import make_optimizer
-    from simplear.utils import pick_device, uses_bf16_autocast
+    from simplear.utils import autocast_factory, pick_device, uses_bf16_autocast
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -75,7 +74,7 @@ def measure_throughput(config: ThroughputConfig) -> dict:
     step_fn = torch.compile(loss_module) if config.compile else loss_module
     optimizer = make_optimizer(model, OptimConfig(lr=1e-4))
     bf16 = uses_bf16_autocast(config.precision, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    autocast = autocast_factory(config.precision, device)
 
     g = torch.Generator().manual_seed(0)
     b = config.micro_batch_size
