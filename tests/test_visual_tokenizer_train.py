@@ -41,6 +41,22 @@ def test_training_improves_logs_and_saves(tmp_path):
     assert json.loads((tmp_path / "tok/train_config.json").read_text())["steps"] == 30
 
 
+def test_bf16_autocast_trains_too_and_saves_float32_weights(tmp_path):
+    small = {**TINY, "resolutions": (32,), "eval_images": 4, "log_every": 10}
+    weights = {}
+    for precision in ("fp32", "bf16"):
+        cfg = TokenizerTrainConfig(out=str(tmp_path / precision), steps=20, precision=precision, **small)
+        train_tokenizer(cfg, log=lambda *_: None)
+        records = [json.loads(line) for line in (tmp_path / precision / "train/log.jsonl").read_text().splitlines()]
+        assert records[-1]["loss"] < 0.8 * records[0]["loss"], (precision, records)
+        tok = load_visual_tokenizer(tmp_path / precision)
+        weights[precision] = torch.cat([p.detach().flatten() for p in tok.parameters()])
+        assert all(p.dtype == torch.float32 for p in tok.parameters())
+    assert not torch.equal(weights["fp32"], weights["bf16"])  # the forward really ran under autocast
+    with pytest.raises(ValueError, match="precision"):
+        TokenizerTrainConfig(precision="half")
+
+
 def test_resume_matches_uninterrupted_run(tmp_path):
     # 6 crop steps, then 4 finishing steps on whole 64-px images: the resumed run crosses the phases.
     small = {**TINY, "log_every": 2, "checkpoint_every": 4, "eval_images": 4, "resolutions": (32,),

@@ -44,6 +44,7 @@ def _train_tokenizer(args) -> int:
         finish_edge_weight=args.finish_edge_weight,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
         eval_images=args.eval_images,
         log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
@@ -121,6 +122,9 @@ def register(top, groups) -> None:
     p.add_argument("--finish-edge-weight", type=float, help="edge weight while finishing (default: --edge-weight)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when present)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                   help="training forward: fp32 (default), bf16 autocast, or auto (bf16 on CUDA and on CPUs "
+                        "with native bf16 matmuls); FSQ rounding, the loss and evaluation stay float32")
     p.add_argument("--eval-images", type=int)
     p.add_argument("--log-every", type=int)
     p.add_argument("--checkpoint-every", type=int)

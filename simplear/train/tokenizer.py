@@ -36,7 +36,15 @@ import torch
 from torch.nn import functional as F
 
 from simplear.train.tokenizer_data import make_image_source
-from simplear.utils import atomic_path, atomic_write_json, atomic_write_text, pick_device, seed_everything
+from simplear.utils import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    autocast_factory,
+    pick_device,
+    seed_everything,
+    uses_bf16_autocast,
+)
 from simplear.visual_tokenizers.autoencoder import FSQAutoencoder, FSQAutoencoderConfig
 from simplear.visual_tokenizers.images import uint8_to_float
 
@@ -78,6 +86,10 @@ class TokenizerTrainConfig:
     finish_lr: float = 2e-4
     finish_warmup: int = 20  # per block
     finish_edge_weight: float | None = None  # None: edge_weight
+    # Training forward: "fp32" | "bf16" (autocast; weights, optimiser, FSQ rounding and the loss
+    # stay float32) | "auto" (bf16 on CUDA and on CPUs with native bf16 matmuls). Evaluation,
+    # encode and decode always run in float32.
+    precision: str = "fp32"
 
     def __post_init__(self):
         for name in ("levels", "channels", "res_blocks", "resolutions", "finish_resolutions"):
@@ -87,6 +99,8 @@ class TokenizerTrainConfig:
         for r in (*self.resolutions, *self.finish_resolutions):
             if r % self.downsample:
                 raise ValueError(f"resolution {r} is not divisible by downsample {self.downsample}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.finish_steps < 0:
             raise ValueError("finish_steps must be >= 0")
         if self.finish_steps and len(self.finish_resolutions) > self.finish_steps:
@@ -304,6 +318,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, log=print) -> dict:
         model.load_state_dict(start.state_dict())
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    autocast = autocast_factory(cfg.precision, device)
     step = 0
 
     # 2. Resume from the atomic checkpoint if this config already ran here.
@@ -325,7 +340,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, log=print) -> dict:
     atomic_write_json(out / "train_config.json", cfg.to_dict())
     log(
         f"training FSQ tokenizer: {model.num_parameters() / 1e6:.2f}M parameters, codebook "
-        f"{model.codebook_size}, downsample {cfg.downsample}, data {cfg.data!r}, device {device}"
+        f"{model.codebook_size}, downsample {cfg.downsample}, data {cfg.data!r}, device {device}, "
+        f"autocast {'bf16' if uses_bf16_autocast(cfg.precision, device) else 'off'}"
     )
 
     def save_checkpoint() -> None:
@@ -356,7 +372,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, log=print) -> dict:
         x = uint8_to_float(batch).to(device)
         for group in optimizer.param_groups:
             group["lr"] = plan.lr
-        recon, codes = model(x)
+        with autocast():
+            recon, codes = model(x)
+        recon = recon.float()
         diff = recon - x
         if plan.edge_weight:
             weights = edge_weights(x, plan.edge_weight)
