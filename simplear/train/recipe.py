@@ -133,8 +133,10 @@ def grpo_defaults() -> dict:
     One optimisation pass per rollout batch (the plain policy gradient plus KL) scored as well as
     two at 40 steps (0.387 and 0.383 against 0.373) in about a fifth less time per step, and the
     time saved pays for 50 steps instead of 40: 0.399 and 0.388 (two seeds) in about the same
-    551-585 s of steps (2026-11-24)."""
-    return {"steps": 50, "prompts_per_step": 4, "group_size": 8, "passes": 1, "lr": 3e-5, "beta": 0.05,
+    551-585 s of steps. From the 2,800-step SFT bundle (CFG 2.0) 100 steps judged 0.465 against
+    0.444 at 50, and 150 / 200 no better than 100 (0.462 / 0.472); the shipped model's GRPO
+    stage ran 100 (2026-11-24, docs/benchmarks.md). About 10 s per step on that CPU."""
+    return {"steps": 100, "prompts_per_step": 4, "group_size": 8, "passes": 1, "lr": 3e-5, "beta": 0.05,
             "clip_eps": 0.2, "eval_every": 10, "eval_num_prompts": 48, "checkpoint_every": 5,
             "micro_batch_size": 16, "rollout_batch_size": 32, "reward": "0.5*shapes:strict+0.5*shapes:partial",
             "bundle_dtype": "bfloat16"}
