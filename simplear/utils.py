@@ -174,6 +174,15 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    """A trainer config's `precision` field must be one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+
+
 def uses_bf16_autocast(precision: str, device) -> bool:
     """Resolve a trainer's `precision` ("auto" | "fp32" | "bf16") on `device`.
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from simplear.model import VISUAL_INITS
+from simplear.utils import check_precision
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,7 @@ class TrainConfig:
             raise ValueError(f"data.caption_choice must be 'random' or 'first', got {self.data.caption_choice!r}")
         if self.optim.schedule not in ("constant", "cosine"):
             raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {self.optim.schedule!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        check_precision(self.precision)
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         if self.bundle_dtype not in ("float32", "bfloat16", "float16"):

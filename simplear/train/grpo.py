@@ -34,7 +34,13 @@ from simplear.train.grpo_loss import LossStats, group_advantages, grpo_loss
 from simplear.train.grpo_prompts import evaluation_prompts, prompts_for_step, training_prompts
 from simplear.train.grpo_rollout import GuidedPolicy, Rollout, check_policy_config, sample_rollout
 from simplear.train.logging import RunLogger
-from simplear.utils import atomic_write_json, autocast_factory, pick_device, uses_bf16_autocast
+from simplear.utils import (
+    atomic_write_json,
+    autocast_factory,
+    check_precision,
+    pick_device,
+    uses_bf16_autocast,
+)
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,7 @@ class GRPOConfig:
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.bundle_dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"bundle_dtype must be float32, bfloat16 or float16, got {self.bundle_dtype!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        check_precision(self.precision)
         if self.sampler not in ("engine", "reference"):
             raise ValueError(f"sampler must be 'engine' or 'reference', got {self.sampler!r}")
         if self.beta < 0 or self.clip_eps <= 0:

@@ -41,6 +41,7 @@ from simplear.utils import (
     atomic_write_json,
     atomic_write_text,
     autocast_factory,
+    check_precision,
     pick_device,
     seed_everything,
     uses_bf16_autocast,
@@ -99,8 +100,7 @@ class TokenizerTrainConfig:
         for r in (*self.resolutions, *self.finish_resolutions):
             if r % self.downsample:
                 raise ValueError(f"resolution {r} is not divisible by downsample {self.downsample}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        check_precision(self.precision)
         if self.finish_steps < 0:
             raise ValueError("finish_steps must be >= 0")
         if self.finish_steps and len(self.finish_resolutions) > self.finish_steps:
