@@ -250,6 +250,24 @@ def test_stage_step_flags_reach_the_saved_recipe(tmp_path, capsys):
     assert "--sft-steps must be >= 1" in capsys.readouterr().err
 
 
+def test_image_count_flags_reach_the_saved_recipe_and_the_data(tmp_path, capsys):
+    out = tmp_path / "counts"
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--pretrain-images", "5",
+                   "--sft-images", "7") == 0
+    saved = json.loads((out / "recipe.json").read_text())
+    assert (saved["pretrain_images"], saved["sft_images"]) == (5, 7)
+    for split, count in (("low", 5), ("high", 7)):
+        assert len((out / "data" / split / "captions.jsonl").read_text().splitlines()) == count
+    assert "--pretrain-images 5 --sft-images 7" in (out / "MODEL_CARD.md").read_text()
+    capsys.readouterr()
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--pretrain-images", "5",
+                   "--sft-images", "8") == 2  # another recipe on the same folder
+    assert "sft_images" in capsys.readouterr().err
+    assert run_cli("recipe", "shapes", "--out", tmp_path / "zero", "--smoke", "--sft-images", "0") == 2
+    assert "sft_images must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "zero").exists()
+
+
 def test_caption_order_reaches_the_saved_recipe_and_the_data(tmp_path, capsys):
     out = tmp_path / "order"
     assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--data-caption-order", "raster") == 0

@@ -50,7 +50,8 @@ def _recipe(args: argparse.Namespace) -> int:
                                  ("eval_batch_size", args.eval_batch_size),
                                  ("data_background", args.data_background), ("data_grid", args.data_grid),
                                  ("data_caption_order", args.data_caption_order),
-                                 ("tokenizer_from", args.tokenizer))
+                                 ("tokenizer_from", args.tokenizer), ("pretrain_images", args.pretrain_images),
+                                 ("sft_images", args.sft_images))
                if v is not None}
     if args.grpo_steps is not None:
         changes["grpo_overrides"] = {**(config.grpo_overrides or grpo_defaults()), "steps": args.grpo_steps}
@@ -76,7 +77,8 @@ def _recipe(args: argparse.Namespace) -> int:
              ("--pretrain-steps", args.pretrain_steps), ("--sft-steps", args.sft_steps),
              ("--grpo-steps", args.grpo_steps), ("--data-background", args.data_background),
              ("--data-grid", args.data_grid), ("--data-caption-order", args.data_caption_order),
-             ("--tokenizer", args.tokenizer)]
+             ("--tokenizer", args.tokenizer), ("--pretrain-images", args.pretrain_images),
+             ("--sft-images", args.sft_images)]
     flags += [(f"--{stage}-set", v) for stage in ("pretrain", "sft", "grpo") for v in getattr(args, f"{stage}_set") or []]
     command = " ".join([f"simplear recipe {args.name} --out {args.out}"]
                        + [flag if value is True else f"{flag} {value}" for flag, value in flags if value is not None])
@@ -154,6 +156,10 @@ def register(top, groups) -> None:
     r.add_argument("--sft-steps", dest="sft_steps", type=int, default=None,
                    help="optimiser steps of the SFT stage (default: the shapes-sft recipe's)")
     r.add_argument("--grpo-steps", dest="grpo_steps", type=int, default=None)
+    r.add_argument("--pretrain-images", dest="pretrain_images", type=int, default=None,
+                   help="training scenes rendered and tokenised for pretraining (default 40,000)")
+    r.add_argument("--sft-images", dest="sft_images", type=int, default=None,
+                   help="training scenes rendered and tokenised for SFT (default: the recipe's)")
     r.add_argument("--pretrain-set", dest="pretrain_set", action="append", metavar="KEY=VALUE",
                    help="override a field of the pretraining stage's shapes-pretrain config, as `simplear "
                         "train ar` takes it (e.g. batch_size=32); repeatable, applied after --pretrain-steps")
