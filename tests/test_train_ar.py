@@ -277,3 +277,28 @@ def test_fsq_visual_init_in_the_trainer_and_old_runs_still_resume(tmp_path):
     check_resume_config(run / "config.json", toy_config(max_steps=1, optim=OptimConfig(lr=0.0)))
     with pytest.raises(ValueError, match="model"):
         check_resume_config(run / "config.json", toy_config(max_steps=1, model=fsq, optim=OptimConfig(lr=0.0)))
+
+
+def test_compiled_loss_module_trains_alike_and_saves_plain_names(tmp_path, monkeypatch):
+    # compile=True compiles the loss module in place. Inductor's C++ build is too slow for the
+    # unit suite, so the module compiles with dynamo's eager backend here: the graph capture is real,
+    # the kernels are torch's own.
+    compiled = []
+
+    def compile_eagerly(self, **kwargs):
+        compiled.append(type(self).__name__)
+        torch.nn.Module.compile(self, backend="eager")
+
+    monkeypatch.setattr(ARLoss, "compile", compile_eagerly, raising=False)
+    ds, vt = toy_dataset(), tiny_vt()
+    plain = train_ar(toy_config(max_steps=3, precision="fp32"), tmp_path / "plain", dataset=ds, visual_tokenizer=vt)
+    assert compiled == []
+    fast = train_ar(toy_config(max_steps=3, precision="fp32", compile=True), tmp_path / "fast", dataset=ds,
+                    visual_tokenizer=vt)
+    assert compiled == ["ARLoss"]
+    for a, b in zip(read_log(plain, "train"), read_log(fast, "train")):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    keys = load_bundle(fast, device="cpu").model.state_dict().keys()
+    assert keys == load_bundle(plain, device="cpu").model.state_dict().keys()
+    assert not any("_orig_mod" in k for k in keys)
+    assert json.loads((fast / "bundle" / "train_config.json").read_text())["compile"] is True

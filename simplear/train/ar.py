@@ -105,6 +105,8 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
         start_step = int(ckpt["state"]["step"])
     model.to(device).train()
     loss_module = ARLoss(model, vocab.visual_offset, vocab.codebook_size, config.text_loss_weight, config.loss_chunk)
+    if config.compile:
+        loss_module.compile()  # in place: parameters and their names stay those of `model`
     wrapped = dist_utils.wrap_model(loss_module, info, config.parallel, device)
     optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config.optim, config.max_steps)
