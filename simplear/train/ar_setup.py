@@ -166,7 +166,8 @@ def check_resume_config(saved_path: Path, config: TrainConfig) -> None:
     except (TypeError, ValueError):
         pass  # keys this version no longer knows: compared as they are, so they show as changed
     now = config.to_dict()
-    free = {"stop_after", "progress", "log_every", "checkpoint_every", "keep_checkpoints", "device", "eval"}
+    free = {"stop_after", "progress", "log_every", "checkpoint_every", "keep_checkpoints", "device", "eval",
+            "compile", "threads", "tensorboard"}
     changed = sorted(k for k in now if k not in free and json.dumps(now[k]) != json.dumps(saved.get(k)))
     if changed:
         raise ValueError(f"--resume with a different config ({changed} changed from {saved_path}); "
