@@ -159,7 +159,7 @@ def register(top, groups) -> None:
     r.add_argument("--pretrain-images", dest="pretrain_images", type=int, default=None,
                    help="training scenes rendered and tokenised for pretraining (default 40,000)")
     r.add_argument("--sft-images", dest="sft_images", type=int, default=None,
-                   help="training scenes rendered and tokenised for SFT (default: the recipe's)")
+                   help="training scenes rendered and tokenised for SFT (default 20,000)")
     r.add_argument("--pretrain-set", dest="pretrain_set", action="append", metavar="KEY=VALUE",
                    help="override a field of the pretraining stage's shapes-pretrain config, as `simplear "
                         "train ar` takes it (e.g. batch_size=32); repeatable, applied after --pretrain-steps")
