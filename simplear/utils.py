@@ -180,7 +180,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def check_precision(precision: str) -> None:
     """A trainer config's `precision` field must be one of PRECISIONS."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def uses_bf16_autocast(precision: str, device) -> bool:

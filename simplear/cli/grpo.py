@@ -88,6 +88,7 @@ def _recipe(args: argparse.Namespace) -> int:
 
 def register(top, groups) -> None:
     from simplear.data.shapes import BACKGROUND_STYLES, CAPTION_ORDERS
+    from simplear.train.recipe import RecipeConfig
 
     p = groups["train"].add_parser(
         "grpo", help="GRPO (RL) on a trained bundle with the judge or a CLIP reward",
@@ -157,9 +158,9 @@ def register(top, groups) -> None:
                    help="optimiser steps of the SFT stage (default: the shapes-sft recipe's)")
     r.add_argument("--grpo-steps", dest="grpo_steps", type=int, default=None)
     r.add_argument("--pretrain-images", dest="pretrain_images", type=int, default=None,
-                   help="training scenes rendered and tokenised for pretraining (default 40,000)")
+                   help=f"training scenes rendered and tokenised for pretraining (default {RecipeConfig.pretrain_images:,})")
     r.add_argument("--sft-images", dest="sft_images", type=int, default=None,
-                   help="training scenes rendered and tokenised for SFT (default 20,000)")
+                   help=f"training scenes rendered and tokenised for SFT (default {RecipeConfig.sft_images:,})")
     r.add_argument("--pretrain-set", dest="pretrain_set", action="append", metavar="KEY=VALUE",
                    help="override a field of the pretraining stage's shapes-pretrain config, as `simplear "
                         "train ar` takes it (e.g. batch_size=32); repeatable, applied after --pretrain-steps")
