@@ -268,6 +268,35 @@ def test_image_count_flags_reach_the_saved_recipe_and_the_data(tmp_path, capsys)
     assert not (tmp_path / "zero").exists()
 
 
+def test_tokenizer_set_reaches_the_tokenizer_stage_and_bad_items_fail_at_once(tmp_path, capsys):
+    out = tmp_path / "tok"
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "tokenizer",
+                   "--tokenizer-set", "precision=bf16", "--tokenizer-set", "steps=3") == 0
+    overrides = json.loads((out / "recipe.json").read_text())["tokenizer_overrides"]
+    assert (overrides["precision"], overrides["steps"]) == ("bf16", 3)
+    assert overrides["channels"] == [8, 16, 16, 16]  # the smoke configuration's own overrides stay
+    trained = json.loads((out / "tokenizer" / "train_config.json").read_text())
+    assert (trained["precision"], trained["steps"], trained["resolutions"]) == ("bf16", 3, [32, 64])
+    assert "--tokenizer-set precision=bf16 --tokenizer-set steps=3" in (out / "MODEL_CARD.md").read_text()
+    capsys.readouterr()
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "tokenizer") == 2  # another recipe
+    assert "tokenizer_overrides" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    for items, message in ((["seed=3"], "the recipe sets out, resolutions, seed, device itself"),
+                           (["precision=fp64"], "precision must be one of"),
+                           (["colour=red"], "unknown config key 'colour'"),
+                           (["downsample=64"], "resolution 32 is not divisible by downsample 64"),
+                           (["steps"], "must look like key=value")):
+        args = [a for item in items for a in ("--tokenizer-set", item)]
+        assert run_cli("recipe", "shapes", "--out", bad, "--smoke", *args) == 2, items
+        assert message in capsys.readouterr().err, items
+        assert not bad.exists()
+    assert run_cli("recipe", "shapes", "--out", bad, "--smoke", "--tokenizer", out / "tokenizer",
+                   "--tokenizer-set", "steps=3") == 2
+    assert "with --tokenizer it trains none" in capsys.readouterr().err
+    assert not bad.exists()
+
+
 def test_caption_order_reaches_the_saved_recipe_and_the_data(tmp_path, capsys):
     out = tmp_path / "order"
     assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--data-caption-order", "raster") == 0

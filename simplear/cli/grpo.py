@@ -39,6 +39,25 @@ def _grpo_set(fields: dict, items: list[str]) -> dict:
     return {**fields, **{k: getattr(updated, k) for k in keys}}
 
 
+def _tokenizer_set(config, items: list[str]) -> dict:
+    """The recipe's tokenizer overrides with `KEY=VALUE` items applied, checked against the
+    tokenizer config the stage would build (unknown keys, bad values, a downsampling that does not
+    divide the recipe's resolutions fail here, before any stage runs)."""
+    from simplear.train.config import apply_overrides
+    from simplear.train.recipe import TOKENIZER_FIELDS_SET_BY_RECIPE
+    from simplear.train.tokenizer import recipe_config
+
+    keys = [item.split("=", 1)[0].strip() for item in items]
+    owned = [k for k in keys if k in TOKENIZER_FIELDS_SET_BY_RECIPE]
+    if owned:
+        raise ValueError(f"--tokenizer-set {owned[0]}: the recipe sets {', '.join(TOKENIZER_FIELDS_SET_BY_RECIPE)} "
+                         "itself (use --out, --device or --seed)")
+    base = recipe_config(config.tokenizer_recipe, out=config.out,
+                         resolutions=(config.low_resolution, config.high_resolution), **config.tokenizer_overrides)
+    updated = apply_overrides(base, items)
+    return {**config.tokenizer_overrides, **{k: getattr(updated, k) for k in keys}}
+
+
 def _recipe(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -53,6 +72,11 @@ def _recipe(args: argparse.Namespace) -> int:
                                  ("tokenizer_from", args.tokenizer), ("pretrain_images", args.pretrain_images),
                                  ("sft_images", args.sft_images))
                if v is not None}
+    if args.tokenizer_set:
+        if args.tokenizer:
+            raise ValueError("--tokenizer-set configures the tokenizer the recipe trains; with --tokenizer it "
+                             "trains none (set those options when training that tokenizer)")
+        changes["tokenizer_overrides"] = _tokenizer_set(config, args.tokenizer_set)
     if args.grpo_steps is not None:
         changes["grpo_overrides"] = {**(config.grpo_overrides or grpo_defaults()), "steps": args.grpo_steps}
     if args.grpo_set:
@@ -79,7 +103,8 @@ def _recipe(args: argparse.Namespace) -> int:
              ("--data-grid", args.data_grid), ("--data-caption-order", args.data_caption_order),
              ("--tokenizer", args.tokenizer), ("--pretrain-images", args.pretrain_images),
              ("--sft-images", args.sft_images)]
-    flags += [(f"--{stage}-set", v) for stage in ("pretrain", "sft", "grpo") for v in getattr(args, f"{stage}_set") or []]
+    flags += [(f"--{stage}-set", v) for stage in ("tokenizer", "pretrain", "sft", "grpo")
+              for v in getattr(args, f"{stage}_set") or []]
     command = " ".join([f"simplear recipe {args.name} --out {args.out}"]
                        + [flag if value is True else f"{flag} {value}" for flag, value in flags if value is not None])
     run_recipe(dataclasses.replace(config, **changes), command=command)
@@ -161,6 +186,9 @@ def register(top, groups) -> None:
                    help=f"training scenes rendered and tokenised for pretraining (default {RecipeConfig.pretrain_images:,})")
     r.add_argument("--sft-images", dest="sft_images", type=int, default=None,
                    help=f"training scenes rendered and tokenised for SFT (default {RecipeConfig.sft_images:,})")
+    r.add_argument("--tokenizer-set", dest="tokenizer_set", action="append", metavar="KEY=VALUE",
+                   help="override a field of the tokenizer stage's `shapes` tokenizer config, as "
+                        "train_config.json names it (e.g. precision=bf16, steps=6000); repeatable")
     r.add_argument("--pretrain-set", dest="pretrain_set", action="append", metavar="KEY=VALUE",
                    help="override a field of the pretraining stage's shapes-pretrain config, as `simplear "
                         "train ar` takes it (e.g. batch_size=32); repeatable, applied after --pretrain-steps")

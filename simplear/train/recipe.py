@@ -282,6 +282,8 @@ def _ar_stage(cfg: RecipeConfig, root: Path, name: str) -> dict:
 
 # GRPOConfig fields that `_grpo` sets from the recipe itself, so grpo_overrides cannot hold them.
 GRPO_FIELDS_SET_BY_RECIPE = ("init_from", "out", "device", "seed", "resume")
+# The tokenizer stage's fields the recipe sets itself (--tokenizer-set may change the others).
+TOKENIZER_FIELDS_SET_BY_RECIPE = ("out", "resolutions", "seed", "device")
 
 
 def _grpo(cfg: RecipeConfig, root: Path) -> dict:
