@@ -23,39 +23,39 @@ def _train_grpo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grpo_set(fields: dict, items: list[str]) -> dict:
-    """The recipe's GRPO fields with `KEY=VALUE` overrides applied; unknown keys, values of the wrong
-    type and invalid combinations fail here, before any stage runs."""
+def _set_fields(flag: str, config, owned: tuple[str, ...], items: list[str]) -> dict:
+    """`KEY=VALUE` items applied to a stage's config dataclass, as {key: typed value}; fields the
+    recipe sets itself (`owned`), unknown keys, values of the wrong type and invalid combinations
+    (the config's own checks) fail here, before any stage runs."""
     from simplear.train.config import apply_overrides
+
+    keys = [item.split("=", 1)[0].strip() for item in items]
+    taken = [k for k in keys if k in owned]
+    if taken:
+        raise ValueError(f"{flag} {taken[0]}: the recipe sets {', '.join(owned)} itself (use --out, --device or --seed)")
+    updated = apply_overrides(config, items)
+    return {k: getattr(updated, k) for k in keys}
+
+
+def _grpo_set(fields: dict, items: list[str]) -> dict:
+    """The recipe's GRPO fields with `KEY=VALUE` overrides applied."""
     from simplear.train.grpo import GRPOConfig
     from simplear.train.recipe import GRPO_FIELDS_SET_BY_RECIPE
 
-    keys = [item.split("=", 1)[0].strip() for item in items]
-    owned = [k for k in keys if k in GRPO_FIELDS_SET_BY_RECIPE]
-    if owned:
-        raise ValueError(f"--grpo-set {owned[0]}: the recipe sets {', '.join(GRPO_FIELDS_SET_BY_RECIPE)} itself "
-                         "(use --out, --device or --seed)")
-    updated = apply_overrides(GRPOConfig(**fields), items)  # GRPOConfig checks the values
-    return {**fields, **{k: getattr(updated, k) for k in keys}}
+    return {**fields, **_set_fields("--grpo-set", GRPOConfig(**fields), GRPO_FIELDS_SET_BY_RECIPE, items)}
 
 
 def _tokenizer_set(config, items: list[str]) -> dict:
-    """The recipe's tokenizer overrides with `KEY=VALUE` items applied, checked against the
-    tokenizer config the stage would build (unknown keys, bad values, a downsampling that does not
-    divide the recipe's resolutions fail here, before any stage runs)."""
-    from simplear.train.config import apply_overrides
+    """The recipe's tokenizer overrides with `KEY=VALUE` items applied, checked against the tokenizer
+    config the stage would build (so a downsampling that does not divide the recipe's resolutions
+    fails too)."""
     from simplear.train.recipe import TOKENIZER_FIELDS_SET_BY_RECIPE
     from simplear.train.tokenizer import recipe_config
 
-    keys = [item.split("=", 1)[0].strip() for item in items]
-    owned = [k for k in keys if k in TOKENIZER_FIELDS_SET_BY_RECIPE]
-    if owned:
-        raise ValueError(f"--tokenizer-set {owned[0]}: the recipe sets {', '.join(TOKENIZER_FIELDS_SET_BY_RECIPE)} "
-                         "itself (use --out, --device or --seed)")
     base = recipe_config(config.tokenizer_recipe, out=config.out,
                          resolutions=(config.low_resolution, config.high_resolution), **config.tokenizer_overrides)
-    updated = apply_overrides(base, items)
-    return {**config.tokenizer_overrides, **{k: getattr(updated, k) for k in keys}}
+    return {**config.tokenizer_overrides,
+            **_set_fields("--tokenizer-set", base, TOKENIZER_FIELDS_SET_BY_RECIPE, items)}
 
 
 def _recipe(args: argparse.Namespace) -> int:
