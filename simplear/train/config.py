@@ -222,11 +222,12 @@ def _shapes_sft() -> TrainConfig:
                         visual_tokenizer="data/fsq-tokenizer", resolution=128),
         optim=OptimConfig(lr=5e-4, weight_decay=0.01, warmup_steps=50, schedule="cosine", min_lr_ratio=0.1),
         eval=EvalConfig(every=400, suite_prompts=16),
-        # 2,800 x 16 sequences of 275 tokens = 12.3M tokens: about 36 minutes with its periodic
-        # evaluations on the idle 2-core CPU under bf16 autocast, where 1,600 steps took about 37
-        # in float32; the SFT model judged 0.371 against 0.253 (CFG 2.0, 2026-11-24). Batches of 16
-        # learn more per sequence than the 32 used until 2026-11-23 (docs/benchmarks.md).
-        batch_size=16, micro_batch_size=16, max_steps=2800, checkpoint_every=100, log_every=10,
+        # 3,500 x 16 sequences of 275 tokens = 15.4M tokens: 52 minutes with its evaluations and
+        # sampling sweep under bf16 autocast on the idle 2-core CPU. On one tokenizer 2,800 steps
+        # judged 0.371 and 4,000 judged 0.409 (CFG 2.0), but with 4,000 the whole recipe took 120.2
+        # minutes; with 3,500 the plain recipe command ran from scratch in 111.7 minutes
+        # (2026-11-25, docs/benchmarks.md). Batches of 16 learn more per sequence than 32.
+        batch_size=16, micro_batch_size=16, max_steps=3500, checkpoint_every=100, log_every=10,
         bundle_dtype="bfloat16",
     )
 
