@@ -188,3 +188,22 @@ def test_cli_tokenize(setup, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["count"] == GOOD
     assert run_cli("data", "tokenize", "--data", tmp_path / "none.jsonl", "--tokenizer", tok, "--out", out,
                    "--resolution", "32") == 2
+
+
+def test_code_stats_script_matches_a_hand_computation(tmp_path):
+    """scripts/code_stats.py: on two 2 x 3 images whose rows read 0 0 1, the codes hold 2/3 zeros
+    (0.9183 bits), the code right of a 0 is 0 or 1 as often (1 bit), and a folder without a
+    manifest is refused by name."""
+    script = Path(ROOT) / "scripts" / "code_stats.py"
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    np.save(folder / "shard-00000.npy", np.array([[[0, 0, 1], [0, 0, 1]]] * 2, dtype=np.uint16))
+    (folder / "manifest.json").write_text(json.dumps({"shards": [{"name": "shard-00000", "rows": 2}]}))
+    done = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["images"] == 2 and stats["grid"] == [2, 3] and stats["distinct_codes"] == 2
+    assert stats["entropy_bits"] == 0.9183 and stats["entropy_given_left_bits"] == 1.0
+    assert stats["most_common_share"] == 0.6667
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode != 0 and "has no manifest.json" in done.stderr
