@@ -1,0 +1,79 @@
+"""Would the AR model's targets be easier with one code for the plain background? A measurement.
+
+    python scripts/snap_background.py runs/recipe15/tokenizer runs/recipe19/tokenizer
+
+The recipe's training scenes sit on a flat mid-grey background, yet the FSQ encoder, whose
+receptive field reaches past its 8 x 8 patch, gives flat background patches many codes. For each
+tokenizer this renders the 553 suite prompts (image 0 each) on the training scenes' plain
+background at 128 px, encodes them, and replaces the code of every flat background patch whose
+(2r+1) x (2r+1) neighbourhood is all flat background by the code a wholly grey image encodes to
+(r = 0, 1, 2). It prints, for the plain codes and each r, the judge's accuracy on the decoded
+round trips and the entropy (bits) and number of distinct codes over the suite.
+"""
+
+import argparse
+from collections import Counter
+
+import numpy as np
+import torch
+
+from simplear.data.shapes import ShapesConfig, render_scene, scene_from_metadata
+from simplear.eval.judge import judge
+from simplear.train.tokenizer_eval import _metadata_line, suite_metadata
+from simplear.visual_tokenizers import load_visual_tokenizer
+from simplear.visual_tokenizers.images import pil_to_tensor, tensor_to_pil
+
+GREY = 128 / 255 * 2 - 1  # the plain background (128, 128, 128) in the tokenizer's [-1, 1]
+
+
+def snapped(codes: torch.Tensor, flat: torch.Tensor, radius: int, code: int) -> torch.Tensor:
+    """`codes` with `code` wherever the (2r+1)^2 neighbourhood of a patch is all flat background."""
+    far = flat
+    if radius:  # erosion of the flat mask; beyond the image border counts as background
+        far = -torch.nn.functional.max_pool2d(-flat.float().unsqueeze(1), 2 * radius + 1, 1, radius).squeeze(1) > 0.5
+    return torch.where(far, torch.full_like(codes, code), codes)
+
+
+def entropy_bits(counts: Counter) -> float:
+    p = np.array(list(counts.values()), dtype=np.float64)
+    p /= p.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def measure(path: str, radii: list[int], resolution: int = 128, batch: int = 64) -> None:
+    tokenizer = load_visual_tokenizer(path)
+    step = tokenizer.downsample
+    metadatas = [_metadata_line(m) for m in suite_metadata(0, 553)]
+    plain = ShapesConfig(background="plain", grid=16)
+    images = [render_scene(scene_from_metadata(m, np.random.default_rng([0, i, 0]), plain), resolution)
+              for i, m in enumerate(metadatas)]
+    with torch.inference_mode():
+        grey = tokenizer.encode(torch.full((1, 3, resolution, resolution), GREY))
+        code = Counter(grey.flatten().tolist()).most_common(1)[0][0]
+        variants = ["plain"] + [f"r{r}" for r in radii]
+        decoded = {v: [] for v in variants}
+        counts = {v: Counter() for v in variants}
+        for i in range(0, len(images), batch):
+            x = pil_to_tensor(images[i : i + batch])
+            codes = tokenizer.encode(x)
+            patches = x.unfold(2, step, step).unfold(3, step, step)  # B, 3, h, w, step, step
+            flat = (patches - GREY).abs().amax(dim=(1, 4, 5)) < 1e-3
+            for v in variants:
+                c = codes if v == "plain" else snapped(codes, flat, int(v[1:]), code)
+                counts[v].update(c.flatten().tolist())
+                decoded[v] += tensor_to_pil(tokenizer.decode(c).cpu())
+    print(f"{path}: a grey image encodes to code {code}")
+    for v in variants:
+        accuracy = np.mean([judge(im, m).correct for im, m in zip(decoded[v], metadatas)])
+        print(f"  {v:>5}: round-trip accuracy {accuracy:.4f}, entropy {entropy_bits(counts[v]):.4f} bits, "
+              f"{len(counts[v])} distinct codes")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tokenizers", nargs="+", help="visual tokenizer folders")
+    parser.add_argument("--radius", type=int, action="append", help="neighbourhood radius (repeatable; default 0 1 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    for path in args.tokenizers:
+        measure(path, args.radius or [0, 1, 2])
