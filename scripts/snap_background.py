@@ -8,11 +8,15 @@ tokenizer this renders the 553 suite prompts (image 0 each) on the training scen
 background at 128 px, encodes them, and replaces the code of every flat background patch whose
 (2r+1) x (2r+1) neighbourhood is all flat background by the code a wholly grey image encodes to
 (r = 0, 1, 2). It prints, for the plain codes and each r, the judge's accuracy on the decoded
-round trips and the entropy (bits) and number of distinct codes over the suite.
+round trips and the entropy (bits) and number of distinct codes over the suite; and, for the
+plain codes, how many distinct codes the flat background patches get (all images, and the median
+per image) and the share of them holding the most common one.
 """
 
 import argparse
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +27,9 @@ from simplear.train.tokenizer_eval import _metadata_line, suite_metadata
 from simplear.visual_tokenizers import load_visual_tokenizer
 from simplear.visual_tokenizers.images import pil_to_tensor, tensor_to_pil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from code_stats import entropy_bits  # noqa: E402  (a sibling script)
+
 GREY = 128 / 255 * 2 - 1  # the plain background (128, 128, 128) in the tokenizer's [-1, 1]
 
 
@@ -32,12 +39,6 @@ def snapped(codes: torch.Tensor, flat: torch.Tensor, radius: int, code: int) -> 
     if radius:  # erosion of the flat mask; beyond the image border counts as background
         far = -torch.nn.functional.max_pool2d(-flat.float().unsqueeze(1), 2 * radius + 1, 1, radius).squeeze(1) > 0.5
     return torch.where(far, torch.full_like(codes, code), codes)
-
-
-def entropy_bits(counts: Counter) -> float:
-    p = np.array(list(counts.values()), dtype=np.float64)
-    p /= p.sum()
-    return float(-(p * np.log2(p)).sum())
 
 
 def measure(path: str, radii: list[int], resolution: int = 128, batch: int = 64) -> None:
@@ -53,19 +54,25 @@ def measure(path: str, radii: list[int], resolution: int = 128, batch: int = 64)
         variants = ["plain"] + [f"r{r}" for r in radii]
         decoded = {v: [] for v in variants}
         counts = {v: Counter() for v in variants}
+        background, per_image = Counter(), []
         for i in range(0, len(images), batch):
             x = pil_to_tensor(images[i : i + batch])
             codes = tokenizer.encode(x)
             patches = x.unfold(2, step, step).unfold(3, step, step)  # B, 3, h, w, step, step
             flat = (patches - GREY).abs().amax(dim=(1, 4, 5)) < 1e-3
+            background.update(codes[flat].tolist())
+            per_image += [len(codes[b][flat[b]].unique()) for b in range(len(codes)) if flat[b].any()]
             for v in variants:
                 c = codes if v == "plain" else snapped(codes, flat, int(v[1:]), code)
                 counts[v].update(c.flatten().tolist())
                 decoded[v] += tensor_to_pil(tokenizer.decode(c).cpu())
-    print(f"{path}: a grey image encodes to code {code}")
+    print(f"{path}: a grey image encodes to code {code}; flat background patches: "
+          f"{sum(background.values())}, {len(background)} distinct codes (median {np.median(per_image):g} per image), "
+          f"the most common {background.most_common(1)[0][1] / sum(background.values()):.4f} of them")
     for v in variants:
         accuracy = np.mean([judge(im, m).correct for im, m in zip(decoded[v], metadatas)])
-        print(f"  {v:>5}: round-trip accuracy {accuracy:.4f}, entropy {entropy_bits(counts[v]):.4f} bits, "
+        entropy = entropy_bits(np.array(list(counts[v].values())))
+        print(f"  {v:>5}: round-trip accuracy {accuracy:.4f}, entropy {entropy:.4f} bits, "
               f"{len(counts[v])} distinct codes")
 
 
