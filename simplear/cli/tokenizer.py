@@ -66,12 +66,16 @@ def _tokenize(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         limit=args.limit,
+        snap_color=args.snap_color,
+        snap_radius=args.snap_radius,
     )
     manifest = tokenize_dataset(cfg)
     if manifest is not None:  # only rank 0 returns the manifest under torchrun
+        snap = manifest.get("snap")
         print(
             f"{manifest['count']} images -> {len(manifest['shards'])} shards in {args.out} "
-            f"({manifest['num_skipped']} skipped)"
+            f"({manifest['num_skipped']} skipped"
+            + (f"; {snap['snapped']} flat patches given code {snap['code']}" if snap else "") + ")"
         )
     return 0
 
@@ -144,6 +148,12 @@ def register(top, groups) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", help="default: CUDA when present")
     p.add_argument("--limit", type=int, help="only the first N lines")
+    p.add_argument("--snap-color", type=_ints, metavar="R,G,B",
+                   help="give patches wholly of this colour (a plain background), whose neighbours are too, "
+                        "the one code a uniform image of it encodes to")
+    p.add_argument("--snap-radius", type=int, default=1,
+                   help="with --snap-color: how many rings of neighbouring patches must be that colour too "
+                        "(default 1; 0 also snaps patches beside an edge, which blurs it)")
     p.set_defaults(func=_tokenize)
 
     p = groups["eval"].add_parser(

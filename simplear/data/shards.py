@@ -14,6 +14,13 @@ Output folder:
   so a rerun with another tokenizer or resolution into the same folder is refused;
 - `manifest.json`: written last, when every shard is done (see `build_manifest`).
 
+`snap_color` (an RGB colour, e.g. a dataset's plain background) gives every patch that lies, with
+its `snap_radius` ring of neighbouring patches, wholly in that colour the one code a uniform image
+of that colour encodes to. A convolutional encoder sees past its patch, so it gives such patches
+many near-identical codes; the AR model would spend capacity learning which. Patches next to
+anything else keep their own codes, so edges decode as before (`scripts/snap_background.py`
+measures the round trip and the entropy either way).
+
 Shard k always holds input lines [k * shard_size, (k + 1) * shard_size) minus skipped ones, and
 under `torchrun --nproc_per_node=N` rank r does shards r, r + N, ...: the output does not depend
 on the number of processes. Unreadable, missing or truncated images and malformed lines are
@@ -52,12 +59,51 @@ class TokenizeConfig:
     batch_size: int = 32
     device: str | None = None  # default: cuda:LOCAL_RANK when CUDA exists, else CPU
     limit: int | None = None  # only the first `limit` lines
+    snap_color: tuple[int, int, int] | None = None  # one code for flat patches of this RGB colour
+    snap_radius: int = 1  # ... when their (2r+1) x (2r+1) patch neighbourhood is all that colour
 
     def __post_init__(self):
         if self.resolution <= 0 or self.shard_size <= 0 or self.batch_size <= 0:
             raise ValueError("resolution, shard_size and batch_size must be positive")
         if self.limit is not None and self.limit < 0:
             raise ValueError("limit must be >= 0")
+        if self.snap_color is not None:
+            color = tuple(self.snap_color)
+            if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
+                raise ValueError(f"snap_color must be three integers in 0..255 (R, G, B), got {self.snap_color!r}")
+            object.__setattr__(self, "snap_color", color)
+        if self.snap_radius < 0:
+            raise ValueError(f"snap_radius must be >= 0, got {self.snap_radius}")
+
+
+def uniform_code(tokenizer, color: tuple[int, int, int], resolution: int) -> int:
+    """The code a uniform image of `color` encodes to (the most common one, should the borders differ)."""
+    image = Image.new("RGB", (resolution, resolution), tuple(color))
+    with torch.inference_mode():
+        codes = tokenizer.encode(pil_to_tensor([image])).flatten()
+    return int(torch.mode(codes.cpu()).values)
+
+
+def flat_patches(images: torch.Tensor, color: tuple[int, int, int], patch: int) -> torch.Tensor:
+    """B x h x w: which `patch` x `patch` patches of `images` (B x 3 x H x W in the tokenizer's
+    [-1, 1], as `pil_to_tensor` makes them) are `color` at every pixel, to within half a level."""
+    target = torch.tensor(color, dtype=images.dtype, device=images.device).view(1, 3, 1, 1) / 255 * 2 - 1
+    off = (images - target).abs().amax(dim=1, keepdim=True) >= 1 / 255  # a level is 2/255 in [-1, 1]
+    return torch.nn.functional.max_pool2d(off.float(), patch).squeeze(1) == 0
+
+
+def snap_flat(codes: torch.Tensor, images: torch.Tensor, color: tuple[int, int, int], radius: int,
+              code: int) -> tuple[torch.Tensor, int]:
+    """(codes with `code` on every flat patch of `color` whose neighbourhood is all such, how many).
+
+    `codes` B x h x w for `images` B x 3 x H x W (see `flat_patches`). Beyond the image border counts
+    as flat, so corner patches can snap too.
+    """
+    flat = flat_patches(images, color, images.shape[-1] // codes.shape[-1])
+    if radius:  # erosion: a patch snaps only when every patch within `radius` is flat too
+        flat = torch.nn.functional.max_pool2d((~flat).float().unsqueeze(1), 2 * radius + 1, 1, radius).squeeze(1) == 0
+    flat = flat.to(codes.device)
+    return torch.where(flat, torch.full_like(codes, code), codes), int(flat.sum())
 
 
 def shard_name(k: int) -> str:
@@ -115,16 +161,22 @@ def _load_image(path: Path, resolution: int) -> tuple[Image.Image | None, str | 
         return None, "unreadable_image", f"{type(err).__name__}: {err}"
 
 
-def _tokenize_shard(k: int, lines: list[str], first: int, cfg: TokenizeConfig, tokenizer, out: Path) -> None:
+def _tokenize_shard(k: int, lines: list[str], first: int, cfg: TokenizeConfig, tokenizer, out: Path,
+                    snap: int | None = None) -> None:
     """Encode input lines [first, first + len(lines)) into shard k (three files, sidecar last)."""
     base = Path(cfg.data).parent
     grid = cfg.resolution // tokenizer.downsample
     dtype = np.uint16 if tokenizer.codebook_size <= 2**16 else np.int32
-    rows, pending, chunks, skipped = [], [], [], []
+    rows, pending, chunks, skipped, snapped = [], [], [], [], [0]
 
     def flush() -> None:  # encode as we go: a shard of large images never sits in memory whole
         if pending:
-            chunks.append(tokenizer.encode(pil_to_tensor(pending)).cpu().numpy().astype(dtype))
+            images = pil_to_tensor(pending)
+            codes = tokenizer.encode(images)
+            if snap is not None:
+                codes, n = snap_flat(codes, images, cfg.snap_color, cfg.snap_radius, snap)
+                snapped[0] += n
+            chunks.append(codes.cpu().numpy().astype(dtype))
             pending.clear()
 
     for offset, line in enumerate(lines):
@@ -147,7 +199,10 @@ def _tokenize_shard(k: int, lines: list[str], first: int, cfg: TokenizeConfig, t
     with atomic_path(out / f"{name}.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, codes)  # through a file object: np.save(path) would append ".npy" to the temp name
     atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    atomic_write_json(out / f"{name}.json", {"rows": len(rows), "lines": [first, first + len(lines)], "skipped": skipped})
+    sidecar = {"rows": len(rows), "lines": [first, first + len(lines)], "skipped": skipped}
+    if snap is not None:
+        sidecar["snapped"] = snapped[0]
+    atomic_write_json(out / f"{name}.json", sidecar)
 
 
 def build_manifest(out: Path, run: dict, num_shards: int) -> dict:
@@ -160,6 +215,9 @@ def build_manifest(out: Path, run: dict, num_shards: int) -> dict:
         info = json.loads(sidecar.read_text())
         shards.append({"name": shard_name(k), "rows": info["rows"], "lines": info["lines"]})
         skipped += info["skipped"]
+    if "snap" in run:
+        run = {**run, "snap": {**run["snap"], "snapped": sum(json.loads((out / f"{s['name']}.json").read_text())
+                                                           .get("snapped", 0) for s in shards)}}
     manifest = {
         "format": FORMAT,
         "version": 1,
@@ -206,6 +264,10 @@ def tokenize_dataset(cfg: TokenizeConfig, visual_tokenizer=None, log=print) -> d
             "lines": len(lines),
             "shard_size": cfg.shard_size,
         }
+        snap = None
+        if cfg.snap_color is not None:  # only then: shards made before the option keep their identity
+            snap = uniform_code(visual_tokenizer, cfg.snap_color, cfg.resolution)
+            run["snap"] = {"color": list(cfg.snap_color), "radius": cfg.snap_radius, "code": snap}
         # 2. Refuse to mix runs in one folder; finish early when the manifest is already there.
         out.mkdir(parents=True, exist_ok=True)
         run_path = out / "tokenize.json"
@@ -228,7 +290,7 @@ def tokenize_dataset(cfg: TokenizeConfig, visual_tokenizer=None, log=print) -> d
             if (out / f"{shard_name(k)}.json").is_file():
                 continue
             first = k * cfg.shard_size
-            _tokenize_shard(k, lines[first : first + cfg.shard_size], first, cfg, visual_tokenizer, out)
+            _tokenize_shard(k, lines[first : first + cfg.shard_size], first, cfg, visual_tokenizer, out, snap)
             done += 1
             images += len(lines[first : first + cfg.shard_size])
             log(f"[rank {rank}] {shard_name(k)} done ({images / max(time.time() - t0, 1e-9):.1f} images/s)")

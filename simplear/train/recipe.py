@@ -83,6 +83,9 @@ class RecipeConfig:
     # then judged like a trained one); tokenizer_recipe/tokenizer_overrides are then unused.
     tokenizer_from: str | None = None
     tokenizer_overrides: dict = dataclasses.field(default_factory=dict)  # TokenizerTrainConfig fields
+    # Token shards give the plain background's flat patches one code (`TokenizeConfig.snap_color`,
+    # radius 1); needs data_background "plain".
+    snap_background: bool = False
     pretrain_overrides: tuple[str, ...] = ()  # key=value for the shapes-pretrain TrainConfig
     sft_overrides: tuple[str, ...] = ()  # key=value for the shapes-sft TrainConfig
     grpo_overrides: dict = dataclasses.field(default_factory=dict)  # GRPOConfig fields
@@ -116,6 +119,9 @@ class RecipeConfig:
 
         ShapesConfig(background=self.data_background, grid=self.data_grid,
                      caption_order=self.data_caption_order)  # raises on bad values
+        if self.snap_background and self.data_background != "plain":
+            raise ValueError(f"snap_background needs data_background 'plain' (one background colour), "
+                             f"got {self.data_background!r}")
         for pair in self.tune_sampling:
             if len(pair) != 2 or pair[0] < 1.0 or pair[1] <= 0:
                 raise ValueError(f"tune_sampling holds (cfg_scale >= 1, temperature > 0) pairs, got {pair!r}")
@@ -237,6 +243,7 @@ def _copy_tokenizer(cfg: RecipeConfig, dest: Path) -> dict:
 
 
 def _tokens(cfg: RecipeConfig, root: Path) -> dict:
+    from simplear.data.shapes import PLAIN_BACKGROUND
     from simplear.data.shards import TokenizeConfig, tokenize_dataset
 
     counts = {}
@@ -244,7 +251,8 @@ def _tokens(cfg: RecipeConfig, root: Path) -> dict:
                              ("high", cfg.high_resolution), ("high-val", cfg.high_resolution)):
         manifest = tokenize_dataset(TokenizeConfig(
             data=str(root / "data" / name / "captions.jsonl"), tokenizer=str(root / "tokenizer"),
-            out=str(root / "tokens" / name), resolution=resolution, device=cfg.device))
+            out=str(root / "tokens" / name), resolution=resolution, device=cfg.device,
+            snap_color=tuple(round(c) for c in PLAIN_BACKGROUND) if cfg.snap_background else None))
         counts[name] = manifest["count"] if manifest else None
     return {"counts": counts}
 
