@@ -7,7 +7,8 @@ receptive field reaches past its 8 x 8 patch, gives flat background patches many
 tokenizer this renders the 553 suite prompts (image 0 each) on the training scenes' plain
 background at 128 px, encodes them, and replaces the code of every flat background patch whose
 (2r+1) x (2r+1) neighbourhood is all flat background by the code a wholly grey image encodes to
-(r = 0, 1, 2). It prints, for the plain codes and each r, the judge's accuracy on the decoded
+(r = 0, 1, 2), as `simplear data tokenize --snap-color 128,128,128 --snap-radius r` does in
+token shards. It prints, for the plain codes and each r, the judge's accuracy on the decoded
 round trips and the entropy (bits) and number of distinct codes over the suite; and, for the
 plain codes, how many distinct codes the flat background patches get (all images, and the median
 per image) and the share of them holding the most common one.
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from simplear.data.shapes import ShapesConfig, render_scene, scene_from_metadata
+from simplear.data.shards import flat_patches, snap_flat, uniform_code
 from simplear.eval.judge import judge
 from simplear.train.tokenizer_eval import _metadata_line, suite_metadata
 from simplear.visual_tokenizers import load_visual_tokenizer
@@ -30,27 +32,17 @@ from simplear.visual_tokenizers.images import pil_to_tensor, tensor_to_pil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from code_stats import entropy_bits  # noqa: E402  (a sibling script)
 
-GREY = 128 / 255 * 2 - 1  # the plain background (128, 128, 128) in the tokenizer's [-1, 1]
-
-
-def snapped(codes: torch.Tensor, flat: torch.Tensor, radius: int, code: int) -> torch.Tensor:
-    """`codes` with `code` wherever the (2r+1)^2 neighbourhood of a patch is all flat background."""
-    far = flat
-    if radius:  # erosion of the flat mask; beyond the image border counts as background
-        far = -torch.nn.functional.max_pool2d(-flat.float().unsqueeze(1), 2 * radius + 1, 1, radius).squeeze(1) > 0.5
-    return torch.where(far, torch.full_like(codes, code), codes)
+GREY = (128, 128, 128)  # the plain background
 
 
 def measure(path: str, radii: list[int], resolution: int = 128, batch: int = 64) -> None:
     tokenizer = load_visual_tokenizer(path)
-    step = tokenizer.downsample
     metadatas = [_metadata_line(m) for m in suite_metadata(0, 553)]
     plain = ShapesConfig(background="plain", grid=16)
     images = [render_scene(scene_from_metadata(m, np.random.default_rng([0, i, 0]), plain), resolution)
               for i, m in enumerate(metadatas)]
     with torch.inference_mode():
-        grey = tokenizer.encode(torch.full((1, 3, resolution, resolution), GREY))
-        code = Counter(grey.flatten().tolist()).most_common(1)[0][0]
+        code = uniform_code(tokenizer, GREY, resolution)
         variants = ["plain"] + [f"r{r}" for r in radii]
         decoded = {v: [] for v in variants}
         counts = {v: Counter() for v in variants}
@@ -58,12 +50,11 @@ def measure(path: str, radii: list[int], resolution: int = 128, batch: int = 64)
         for i in range(0, len(images), batch):
             x = pil_to_tensor(images[i : i + batch])
             codes = tokenizer.encode(x)
-            patches = x.unfold(2, step, step).unfold(3, step, step)  # B, 3, h, w, step, step
-            flat = (patches - GREY).abs().amax(dim=(1, 4, 5)) < 1e-3
+            flat = flat_patches(x, GREY, tokenizer.downsample)
             background.update(codes[flat].tolist())
             per_image += [len(codes[b][flat[b]].unique()) for b in range(len(codes)) if flat[b].any()]
             for v in variants:
-                c = codes if v == "plain" else snapped(codes, flat, int(v[1:]), code)
+                c = codes if v == "plain" else snap_flat(codes, x, GREY, int(v[1:]), code)[0]
                 counts[v].update(c.flatten().tolist())
                 decoded[v] += tensor_to_pil(tokenizer.decode(c).cpu())
     print(f"{path}: a grey image encodes to code {code}; flat background patches: "

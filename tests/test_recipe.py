@@ -379,6 +379,25 @@ def test_recipe_can_start_from_a_trained_tokenizer(recipe_dir, tmp_path, capsys)
     assert not (tmp_path / "odd" / "tokenizer").exists()
 
 
+def test_snap_background_reaches_every_token_folder(recipe_dir, tmp_path, capsys):
+    out = tmp_path / "snap"
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "tokens", "--snap-background",
+                   "--tokenizer", recipe_dir / "tokenizer") == 0
+    assert json.loads((out / "recipe.json").read_text())["snap_background"] is True
+    for split in ("low", "low-val", "high", "high-val"):
+        snap = json.loads((out / "tokens" / split / "manifest.json").read_text())["snap"]
+        assert snap["color"] == [128, 128, 128] and snap["radius"] == 1 and snap["snapped"] > 0
+    assert "--snap-background" in (out / "MODEL_CARD.md").read_text()
+    capsys.readouterr()
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "tokens",
+                   "--tokenizer", recipe_dir / "tokenizer") == 2  # another recipe: shards differ
+    assert "snap_background" in capsys.readouterr().err
+    assert run_cli("recipe", "shapes", "--out", tmp_path / "tex", "--smoke", "--snap-background",
+                   "--data-background", "textured") == 2
+    assert "snap_background needs data_background 'plain'" in capsys.readouterr().err
+    assert not (tmp_path / "tex").exists()
+
+
 def test_a_continued_run_keeps_its_own_evaluation_settings(tmp_path, capsys):
     out = tmp_path / "evalset"
     assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--eval-batch-size", "3") == 0

@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, run_cli
 from PIL import Image
 
-from simplear.data.shards import TokenizeConfig, tokenize_dataset
+from simplear.data.shards import TokenizeConfig, snap_flat, tokenize_dataset, uniform_code
 from simplear.data.token_dataset import TokenShardDataset, TokenSource, parse_source, select_rows
 from simplear.visual_tokenizers import (
     FSQAutoencoder,
@@ -188,6 +188,82 @@ def test_cli_tokenize(setup, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["count"] == GOOD
     assert run_cli("data", "tokenize", "--data", tmp_path / "none.jsonl", "--tokenizer", tok, "--out", out,
                    "--resolution", "32") == 2
+
+
+GREY = (128, 128, 128)
+
+
+def test_snap_flat_by_hand():
+    """A 4 x 4 patch grid of grey with one bright patch at (1, 1): radius 1 snaps the seven patches
+    out of reach of it (the border counts as grey), radius 0 all fifteen grey ones; a patch off
+    the colour by one level is not flat."""
+    images = torch.full((1, 3, 32, 32), 128 / 255 * 2 - 1)
+    images[0, :, 8:16, 8:16] = 0.9
+    codes = torch.arange(16).view(1, 4, 4)
+    snapped, n = snap_flat(codes, images, GREY, 1, 99)
+    assert n == 7 and snapped[0, 3].tolist() == [99] * 4 and snapped[0, :3, 3].tolist() == [99] * 3
+    assert snapped[0, :3, :3].tolist() == [[0, 1, 2], [4, 5, 6], [8, 9, 10]]
+    snapped, n = snap_flat(codes, images, GREY, 0, 99)
+    assert n == 15 and snapped[0, 1, 1] == 5 and (snapped == 99).sum() == 15
+    images[0, 2, 31, 31] = 129 / 255 * 2 - 1  # one blue value in the bottom-right patch, one level up
+    snapped, n = snap_flat(codes, images, GREY, 0, 99)
+    assert n == 14 and snapped[0, 3, 3] == 15
+
+
+def _grey_scenes(root: Path) -> Path:
+    """Four 32 px grey images, each with a red 8 x 8 square somewhere else."""
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for i, (y, x) in enumerate([(0, 0), (8, 16), (24, 24), (16, 0)]):
+        array = np.full((32, 32, 3), 128, dtype=np.uint8)
+        array[y : y + 8, x : x + 8] = (200, 30, 30)
+        Image.fromarray(array).save(root / "images" / f"{i}.png")
+        lines.append(json.dumps({"image": f"images/{i}.png", "captions": [f"a red square {i}"]}))
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "captions.jsonl"
+
+
+def test_tokenize_snaps_flat_background_patches(tmp_path):
+    """--snap-color: patches away from the square hold the code of a uniform grey image, the others
+    what the encoder gave them; the manifest records colour, radius, code and count; the identity
+    of shards made without the option is unchanged, and mixing the two in one folder is refused."""
+    data, tok = _grey_scenes(tmp_path / "data"), _tokenizer(tmp_path / "tok")
+    plain = tokenize_dataset(_cfg(data, tok, tmp_path / "plain"), log=lambda *_: None)
+    assert "snap" not in plain and "snap" not in json.loads((tmp_path / "plain" / "tokenize.json").read_text())
+    snapped = tokenize_dataset(_cfg(data, tok, tmp_path / "snap", snap_color=GREY), log=lambda *_: None)
+    tokenizer = load_visual_tokenizer(tok)
+    code = uniform_code(tokenizer, GREY, 32)
+    before = np.load(tmp_path / "plain" / "shard-00000.npy").astype(np.int64)
+    after = np.load(tmp_path / "snap" / "shard-00000.npy").astype(np.int64)
+    images = torch.stack([pil_to_tensor([Image.open(data.parent / "images" / f"{i}.png")])[0] for i in range(4)])
+    expected, n = snap_flat(torch.from_numpy(before), images, GREY, 1, code)
+    assert n > 0 and (after == expected.numpy()).all()
+    changed = after != before
+    assert changed.any(), "the tiny encoder should give some far background patch another code than grey's"
+    assert (after[changed] == code).all()
+    # Patches within one of the square keep their codes (image 0: square at patch (0, 0)).
+    assert (after[0, :2, :2] == before[0, :2, :2]).all()
+    assert snapped["snap"] == {"color": list(GREY), "radius": 1, "code": code, "snapped": n}
+    with pytest.raises(ValueError, match="another run.*snap"):
+        tokenize_dataset(_cfg(data, tok, tmp_path / "plain", snap_color=GREY), log=lambda *_: None)
+    with pytest.raises(ValueError, match="another run.*snap"):
+        tokenize_dataset(_cfg(data, tok, tmp_path / "snap", snap_color=GREY, snap_radius=2), log=lambda *_: None)
+
+
+def test_snap_options_are_checked(setup, tmp_path):
+    data, tok = setup
+    for bad in ((128, 128), (0, 0, 256), (1.5, 0, 0)):
+        with pytest.raises(ValueError, match="snap_color must be three integers"):
+            _cfg(data, tok, tmp_path / "o", snap_color=bad)
+    with pytest.raises(ValueError, match="snap_radius"):
+        _cfg(data, tok, tmp_path / "o", snap_color=GREY, snap_radius=-1)
+    out = tmp_path / "cli"
+    assert run_cli("data", "tokenize", "--data", data, "--tokenizer", tok, "--out", out, "--resolution", "32",
+                   "--device", "cpu", "--snap-color", "128,128,300") == 2
+    assert not out.exists()
+    assert run_cli("data", "tokenize", "--data", data, "--tokenizer", tok, "--out", out, "--resolution", "32",
+                   "--device", "cpu", "--snap-color", "128,128,128", "--snap-radius", "0") == 0
+    assert json.loads((out / "manifest.json").read_text())["snap"]["radius"] == 0
 
 
 def test_code_stats_script_matches_a_hand_computation(tmp_path):
