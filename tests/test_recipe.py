@@ -142,6 +142,15 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     assert saved.pop("data_caption_order") == "given"
     (recipe_dir / "recipe.json").write_text(json.dumps(saved))
     assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 0
+    # A folder without snap_background never snapped its shards: the plain command (which now snaps
+    # the plain background) refuses it; --no-snap-background continues it as it was.
+    assert saved.pop("snap_background") is None
+    (recipe_dir / "recipe.json").write_text(json.dumps(saved))
+    assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke") == 2
+    assert "snap_background" in capsys.readouterr().err
+    assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke", "--no-snap-background") == 0
+    saved["snap_background"] = None
+    (recipe_dir / "recipe.json").write_text(json.dumps(saved))
 
     # Other settings on the same folder are refused, with exit code 2.
     assert run_cli("recipe", "shapes", "--out", recipe_dir, "--smoke", "--seed", "5") == 2
@@ -380,6 +389,8 @@ def test_recipe_can_start_from_a_trained_tokenizer(recipe_dir, tmp_path, capsys)
 
 
 def test_snap_background_reaches_every_token_folder(recipe_dir, tmp_path, capsys):
+    # On by default for the plain background (the smoke recipe's, as the real one's).
+    assert json.loads((recipe_dir / "tokens" / "high" / "manifest.json").read_text())["snap"]["snapped"] > 0
     out = tmp_path / "snap"
     assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "tokens", "--snap-background",
                    "--tokenizer", recipe_dir / "tokenizer") == 0
@@ -387,11 +398,19 @@ def test_snap_background_reaches_every_token_folder(recipe_dir, tmp_path, capsys
     for split in ("low", "low-val", "high", "high-val"):
         snap = json.loads((out / "tokens" / split / "manifest.json").read_text())["snap"]
         assert snap["color"] == [128, 128, 128] and snap["radius"] == 1 and snap["snapped"] > 0
-    assert "--snap-background" in (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "--snap-background" in card and "holds the one code a uniform grey image encodes to" in card
+    assert "of the 32-px code positions and" in card and "of the 64-px code positions)" in card
     capsys.readouterr()
-    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "tokens",
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "tokens", "--no-snap-background",
                    "--tokenizer", recipe_dir / "tokenizer") == 2  # another recipe: shards differ
     assert "snap_background" in capsys.readouterr().err
+    # Other backgrounds have no one colour: no snapping unless asked for, and asking is refused.
+    textured = tmp_path / "textured"
+    assert run_cli("recipe", "shapes", "--out", textured, "--smoke", "--until", "tokens", "--data-background",
+                   "textured", "--tokenizer", recipe_dir / "tokenizer") == 0
+    assert "snap" not in json.loads((textured / "tokens" / "high" / "manifest.json").read_text())
+    assert "holds the one code" not in (textured / "MODEL_CARD.md").read_text()
     assert run_cli("recipe", "shapes", "--out", tmp_path / "tex", "--smoke", "--snap-background",
                    "--data-background", "textured") == 2
     assert "snap_background needs data_background 'plain'" in capsys.readouterr().err

@@ -71,7 +71,7 @@ def _recipe(args: argparse.Namespace) -> int:
                                  ("data_caption_order", args.data_caption_order),
                                  ("tokenizer_from", args.tokenizer), ("pretrain_images", args.pretrain_images),
                                  ("sft_images", args.sft_images),
-                                 ("snap_background", args.snap_background or None))
+                                 ("snap_background", args.snap_background))
                if v is not None}
     if args.tokenizer_set:
         if args.tokenizer:
@@ -103,7 +103,8 @@ def _recipe(args: argparse.Namespace) -> int:
              ("--grpo-steps", args.grpo_steps), ("--data-background", args.data_background),
              ("--data-grid", args.data_grid), ("--data-caption-order", args.data_caption_order),
              ("--tokenizer", args.tokenizer), ("--pretrain-images", args.pretrain_images),
-             ("--sft-images", args.sft_images), ("--snap-background", args.snap_background or None)]
+             ("--sft-images", args.sft_images), ("--snap-background", args.snap_background or None),
+              ("--no-snap-background", (args.snap_background is False) or None)]
     flags += [(f"--{stage}-set", v) for stage in ("tokenizer", "pretrain", "sft", "grpo")
               for v in getattr(args, f"{stage}_set") or []]
     command = " ".join([f"simplear recipe {args.name} --out {args.out}"]
@@ -207,7 +208,8 @@ def register(top, groups) -> None:
                         "order the image tokens draw them (raster); default: given")
     r.add_argument("--tokenizer", default=None,
                    help="a trained visual tokenizer folder to use instead of training one (copied into OUT/tokenizer)")
-    r.add_argument("--snap-background", action="store_true",
+    r.add_argument("--snap-background", action=argparse.BooleanOptionalAction, default=None,
                    help="token shards give the plain background's flat patches, away from objects, one code "
-                        "(`simplear data tokenize --snap-color`); needs --data-background plain (the default)")
+                        "(`simplear data tokenize --snap-color`); default: on with --data-background plain "
+                        "(the default), which it needs")
     r.set_defaults(func=_recipe)

@@ -61,7 +61,7 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 
 def write_model_card(root: str | Path, command: str) -> Path:
     """Write `DIR/MODEL_CARD.md` (and its pictures) from a recipe run folder; returns its path."""
-    from simplear.train.recipe import GRID_PROMPTS, LEGACY
+    from simplear.train.recipe import GRID_PROMPTS, LEGACY, snaps_background
 
     root = Path(root)
     stages = {p.stem: json.loads(p.read_text()) for p in sorted((root / "stages").glob("*.json"))}
@@ -78,7 +78,7 @@ def write_model_card(root: str | Path, command: str) -> Path:
         except ValueError:  # matplotlib missing: the card says so instead of showing the curves
             curves = None
 
-    parts = [f"# ShapesWorld model ({final or 'no stage'} stage)\n\n",
+    parts = [f"# ShapesWorld model ({final} stage)\n\n" if final else "# ShapesWorld model (no AR stage trained yet)\n\n",
              "A SimpleAR-style autoregressive text-to-image model (stock `Qwen2ForCausalLM`) over an "
              "FSQ visual tokenizer, trained on ShapesWorld by the three-stage recipe, every figure measured "
              "by the ShapesWorld judge with GenEval's protocol (553 prompts x 4 images; overall = mean "
@@ -95,6 +95,17 @@ def write_model_card(root: str | Path, command: str) -> Path:
                  + (f"boxes on a {grid} x {grid} grid" if grid else "boxes anywhere")
                  + f", {order_words}, the suite's held-out colour-class pairs left out. The tokenizer trains on textured "
                  "scenes anywhere; the model is judged on whatever it draws.\n\n")
+    if snaps_background({**LEGACY, **recipe}["snap_background"], background):
+        snapped = []
+        for split in ("low", "high"):
+            manifest = root / "tokens" / split / "manifest.json"
+            if manifest.is_file():
+                m = json.loads(manifest.read_text())
+                share = m["snap"]["snapped"] / (m["count"] * m["grid"][0] * m["grid"][1])
+                snapped.append(f"{format_down(share * 100, 1)} % of the {m['resolution']}-px code positions")
+        parts.append("Token shards: every plain-background patch with no object in the 3 x 3 patches around it "
+                     "holds the one code a uniform grey image encodes to (`snap_background`"
+                     + (f"; {' and '.join(snapped)}" if snapped else "") + ").\n\n")
     given = stages.get("tokenizer", {}).get("copied_from")
     trained = root / "tokenizer" / "train_config.json"
     if not given and trained.is_file():

@@ -45,7 +45,7 @@ GRID_PROMPTS = (
 
 # Fields whose default changed what the recipe does: the value a run made before the field
 # existed implicitly used (recipe.json files without the key are read with these).
-LEGACY = {"data_background": "textured", "data_grid": 0, "data_caption_order": "given"}
+LEGACY = {"data_background": "textured", "data_grid": 0, "data_caption_order": "given", "snap_background": False}
 # Fields that only change how stages are evaluated and whose defaults have changed since runs were
 # made with the old ones: continuing such a run uses the values in its recipe.json (run_recipe).
 KEEP_ON_RESUME = ("eval_batch_size", "tune_sampling", "tune_prompts")
@@ -83,9 +83,10 @@ class RecipeConfig:
     # then judged like a trained one); tokenizer_recipe/tokenizer_overrides are then unused.
     tokenizer_from: str | None = None
     tokenizer_overrides: dict = dataclasses.field(default_factory=dict)  # TokenizerTrainConfig fields
-    # Token shards give the plain background's flat patches one code (`TokenizeConfig.snap_color`,
-    # radius 1); needs data_background "plain".
-    snap_background: bool = False
+    # Token shards give the plain background's flat patches away from objects one code
+    # (`TokenizeConfig.snap_color`, radius 1). None: when data_background is "plain" (True needs it).
+    # With the same tokenizer and steps, SFT judged 0.482 with it and 0.409 without (docs/benchmarks.md).
+    snap_background: bool | None = None
     pretrain_overrides: tuple[str, ...] = ()  # key=value for the shapes-pretrain TrainConfig
     sft_overrides: tuple[str, ...] = ()  # key=value for the shapes-sft TrainConfig
     grpo_overrides: dict = dataclasses.field(default_factory=dict)  # GRPOConfig fields
@@ -119,7 +120,7 @@ class RecipeConfig:
 
         ShapesConfig(background=self.data_background, grid=self.data_grid,
                      caption_order=self.data_caption_order)  # raises on bad values
-        if self.snap_background and self.data_background != "plain":
+        if self.snap_background is True and self.data_background != "plain":
             raise ValueError(f"snap_background needs data_background 'plain' (one background colour), "
                              f"got {self.data_background!r}")
         for pair in self.tune_sampling:
@@ -146,6 +147,11 @@ def grpo_defaults() -> dict:
             "clip_eps": 0.2, "eval_every": 10, "eval_num_prompts": 48, "checkpoint_every": 5,
             "micro_batch_size": 16, "rollout_batch_size": 32, "reward": "0.5*shapes:strict+0.5*shapes:partial",
             "bundle_dtype": "bfloat16"}
+
+
+def snaps_background(snap_background: bool | None, data_background: str) -> bool:
+    """Whether a recipe with these settings snaps background codes (None: when the background is plain)."""
+    return data_background == "plain" if snap_background is None else snap_background
 
 
 def smoke_config(out: str, device: str | None = None) -> RecipeConfig:
@@ -252,7 +258,8 @@ def _tokens(cfg: RecipeConfig, root: Path) -> dict:
         manifest = tokenize_dataset(TokenizeConfig(
             data=str(root / "data" / name / "captions.jsonl"), tokenizer=str(root / "tokenizer"),
             out=str(root / "tokens" / name), resolution=resolution, device=cfg.device,
-            snap_color=tuple(round(c) for c in PLAIN_BACKGROUND) if cfg.snap_background else None))
+            snap_color=tuple(round(c) for c in PLAIN_BACKGROUND) if snaps_background(cfg.snap_background,
+                                                                                      cfg.data_background) else None))
         counts[name] = manifest["count"] if manifest else None
     return {"counts": counts}
 
