@@ -104,7 +104,7 @@ def _recipe(args: argparse.Namespace) -> int:
              ("--data-grid", args.data_grid), ("--data-caption-order", args.data_caption_order),
              ("--tokenizer", args.tokenizer), ("--pretrain-images", args.pretrain_images),
              ("--sft-images", args.sft_images), ("--snap-background", args.snap_background or None),
-              ("--no-snap-background", (args.snap_background is False) or None)]
+             ("--no-snap-background", (args.snap_background is False) or None)]
     flags += [(f"--{stage}-set", v) for stage in ("tokenizer", "pretrain", "sft", "grpo")
               for v in getattr(args, f"{stage}_set") or []]
     command = " ".join([f"simplear recipe {args.name} --out {args.out}"]

@@ -207,7 +207,7 @@ def _tokenize_shard(k: int, lines: list[str], first: int, cfg: TokenizeConfig, t
 
 def build_manifest(out: Path, run: dict, num_shards: int) -> dict:
     """Gather the shard sidecars into `manifest.json` (the last file written)."""
-    shards, skipped = [], []
+    shards, skipped, snapped = [], [], 0
     for k in range(num_shards):
         sidecar = out / f"{shard_name(k)}.json"
         if not sidecar.is_file():
@@ -215,9 +215,9 @@ def build_manifest(out: Path, run: dict, num_shards: int) -> dict:
         info = json.loads(sidecar.read_text())
         shards.append({"name": shard_name(k), "rows": info["rows"], "lines": info["lines"]})
         skipped += info["skipped"]
+        snapped += info.get("snapped", 0)
     if "snap" in run:
-        run = {**run, "snap": {**run["snap"], "snapped": sum(json.loads((out / f"{s['name']}.json").read_text())
-                                                           .get("snapped", 0) for s in shards)}}
+        run = {**run, "snap": {**run["snap"], "snapped": snapped}}
     manifest = {
         "format": FORMAT,
         "version": 1,
