@@ -252,14 +252,14 @@ def _tokens(cfg: RecipeConfig, root: Path) -> dict:
     from simplear.data.shapes import PLAIN_BACKGROUND
     from simplear.data.shards import TokenizeConfig, tokenize_dataset
 
+    snap = snaps_background(cfg.snap_background, cfg.data_background)
+    snap_color = tuple(round(c) for c in PLAIN_BACKGROUND) if snap else None
     counts = {}
     for name, resolution in (("low", cfg.low_resolution), ("low-val", cfg.low_resolution),
                              ("high", cfg.high_resolution), ("high-val", cfg.high_resolution)):
         manifest = tokenize_dataset(TokenizeConfig(
             data=str(root / "data" / name / "captions.jsonl"), tokenizer=str(root / "tokenizer"),
-            out=str(root / "tokens" / name), resolution=resolution, device=cfg.device,
-            snap_color=tuple(round(c) for c in PLAIN_BACKGROUND) if snaps_background(cfg.snap_background,
-                                                                                      cfg.data_background) else None))
+            out=str(root / "tokens" / name), resolution=resolution, device=cfg.device, snap_color=snap_color))
         counts[name] = manifest["count"] if manifest else None
     return {"counts": counts}
 
