@@ -280,9 +280,11 @@ def test_image_count_flags_reach_the_saved_recipe_and_the_data(tmp_path, capsys)
 def test_tokenizer_set_reaches_the_tokenizer_stage_and_bad_items_fail_at_once(tmp_path, capsys):
     out = tmp_path / "tok"
     assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "tokenizer",
-                   "--tokenizer-set", "precision=bf16", "--tokenizer-set", "steps=3") == 0
+                   "--tokenizer-set", "precision=bf16", "--tokenizer-set", "steps=3",
+                   "--tokenizer-set", "norm=pixel") == 0
     overrides = json.loads((out / "recipe.json").read_text())["tokenizer_overrides"]
-    assert (overrides["precision"], overrides["steps"]) == ("bf16", 3)
+    assert (overrides["precision"], overrides["steps"], overrides["norm"]) == ("bf16", 3, "pixel")
+    assert json.loads((out / "tokenizer" / "config.json").read_text())["norm"] == "pixel"
     assert overrides["channels"] == [8, 16, 16, 16]  # the smoke configuration's own overrides stay
     trained = json.loads((out / "tokenizer" / "train_config.json").read_text())
     assert (trained["precision"], trained["steps"], trained["resolutions"]) == ("bf16", 3, [32, 64])
@@ -293,6 +295,7 @@ def test_tokenizer_set_reaches_the_tokenizer_stage_and_bad_items_fail_at_once(tm
     bad = tmp_path / "bad"
     for items, message in ((["seed=3"], "the recipe sets out, resolutions, seed, device itself"),
                            (["precision=fp64"], "precision must be one of"),
+                           (["norm=batch"], "norm must be one of group, pixel"),
                            (["colour=red"], "unknown config key 'colour'"),
                            (["downsample=64"], "resolution 32 is not divisible by downsample 64"),
                            (["steps"], "must look like key=value")):

@@ -1,5 +1,6 @@
 """Visual tokenizers: FSQ math, our autoencoder, the Cosmos loader on TorchScript stand-ins, images."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -153,6 +154,59 @@ def test_fingerprint_changes_with_weights():
     with torch.no_grad():
         b.decoder.conv_out.bias.add_(1e-3)
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_pixel_norm_makes_codes_depend_only_on_nearby_pixels():
+    """With norm="pixel" a code is a function of the pixels in the encoder's receptive field:
+    drawing something far away changes no code near the other corner (with GroupNorm, whose
+    statistics span the image, it does); the same content also encodes alike in a smaller image."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    far = x.clone()
+    far[:, :, 96:, 96:] = torch.rand(1, 3, 32, 32) * 2 - 1  # bottom-right corner only
+    changed = {}
+    for norm in ("group", "pixel"):
+        torch.manual_seed(1)
+        model = FSQAutoencoder(FSQAutoencoderConfig(levels=(8, 5, 5), downsample=8, channels=(8, 16, 16, 16),
+                                                    res_blocks=(0, 1, 0, 1), norm=norm)).eval()
+        a, b = model.encode(x), model.encode(far)
+        changed[norm] = int((a[:, :6, :6] != b[:, :6, :6]).sum())  # top-left, 48+ px from the change
+        if norm == "pixel":
+            assert torch.equal(a[:, :6, :6], model.encode(x[:, :, :96, :96])[:, :6, :6])
+            assert not torch.equal(a[:, 12:, 12:], b[:, 12:, 12:])  # the changed corner does change
+    assert changed["pixel"] == 0 and changed["group"] > 0
+
+
+def test_pixel_norm_is_group_norm_of_each_position():
+    from simplear.visual_tokenizers.autoencoder import PixelGroupNorm
+
+    torch.manual_seed(0)
+    pixel, group = PixelGroupNorm(4, 16), torch.nn.GroupNorm(4, 16)
+    with torch.no_grad():
+        for p in (*pixel.parameters(), *group.parameters()):
+            p.normal_()
+    group.load_state_dict(pixel.state_dict())  # the same parameter names and shapes
+    x = torch.randn(2, 16, 5, 7)
+    by_position = x.permute(0, 2, 3, 1).reshape(-1, 16, 1, 1)  # every position its own 1 x 1 image
+    expected = group(by_position).reshape(2, 5, 7, 16).permute(0, 3, 1, 2)
+    assert torch.allclose(pixel(x), expected, atol=1e-5)
+    assert torch.allclose(pixel(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5)
+
+
+def test_norm_setting_saves_loads_and_leaves_group_identities_alone(tmp_path):
+    group = FSQAutoencoderConfig(levels=(5, 4, 3), channels=(8, 8, 8, 8), res_blocks=(0, 0, 0, 1))
+    assert "norm" not in group.to_dict()  # tokenizers saved before the setting keep their fingerprint
+    assert FSQAutoencoderConfig.from_dict(group.to_dict()).norm == "group"
+    torch.manual_seed(0)
+    model = FSQAutoencoder(dataclasses.replace(group, norm="pixel"))
+    model.save_pretrained(tmp_path / "tok")
+    assert json.loads((tmp_path / "tok/config.json").read_text())["norm"] == "pixel"
+    loaded = load_visual_tokenizer(tmp_path / "tok")
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert loaded.config.norm == "pixel" and torch.equal(loaded.encode(x), model.encode(x))
+    assert loaded.fingerprint() == model.fingerprint() != FSQAutoencoder(group).fingerprint()
+    with pytest.raises(ValueError, match="norm must be one of group, pixel"):
+        FSQAutoencoderConfig(norm="batch")
 
 
 # --- Cosmos DV8x16x16 on TorchScript stand-ins ---------------------------------------------------

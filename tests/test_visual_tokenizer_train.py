@@ -153,6 +153,15 @@ def test_cli_train_tokenizer(tmp_path):
     assert (saved["finish_steps"], saved["finish_resolutions"], saved["finish_edge_weight"]) == (2, [64], 8.0)
     assert [json.loads(x)["step"] for x in (tmp_path / "tok/train/log.jsonl").read_text().splitlines()][-1] == 4
     assert load_visual_tokenizer(tmp_path / "tok").codebook_size == 60
+    assert load_visual_tokenizer(tmp_path / "tok").config.norm == "group"
+    code = run_cli("train", "tokenizer", "--out", tmp_path / "pix", "--steps", "1", "--norm", "pixel",
+                   "--levels", "5,4,3", "--channels", "8,8,8,8", "--res-blocks", "0,0,0,1", "--resolutions", "32",
+                   "--crop", "32", "--batch-size", "2", "--eval-images", "2", "--device", "cpu")
+    assert code == 0 and load_visual_tokenizer(tmp_path / "pix").config.norm == "pixel"
+    assert json.loads((tmp_path / "pix/train_config.json").read_text())["norm"] == "pixel"
+    with pytest.raises(SystemExit) as exc:  # argparse's own refusal of a value not in the choices
+        run_cli("train", "tokenizer", "--out", tmp_path / "t3", "--norm", "batch")
+    assert exc.value.code == 2
     assert run_cli("train", "tokenizer", "--out", tmp_path / "t2", "--data", tmp_path / "missing.jsonl") == 2
 
 

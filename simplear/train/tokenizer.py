@@ -60,6 +60,7 @@ class TokenizerTrainConfig:
     downsample: int = 8
     channels: tuple[int, ...] = (32, 64, 128, 128)
     res_blocks: tuple[int, ...] = (0, 1, 1, 2)
+    norm: str = "group"  # "group" | "pixel" (per-position statistics; see FSQAutoencoderConfig)
     resolutions: tuple[int, ...] = (64, 128)  # images are made at these sizes, in turn
     crop: int = 64  # random crop side fed to the network (0: whole image)
     batch_size: int = 32
@@ -116,7 +117,8 @@ class TokenizerTrainConfig:
 
     def model_config(self) -> FSQAutoencoderConfig:
         return FSQAutoencoderConfig(
-            levels=self.levels, downsample=self.downsample, channels=self.channels, res_blocks=self.res_blocks
+            levels=self.levels, downsample=self.downsample, channels=self.channels, res_blocks=self.res_blocks,
+            norm=self.norm,
         )
 
     @property

@@ -43,6 +43,12 @@ class FSQAutoencoderConfig:
     `channels[i]` is the width at 1 / 2**i of the input resolution, so there are exactly
     log2(downsample) + 1 entries; `res_blocks[i]` residual blocks run at that level (in the encoder
     and, mirrored, in the decoder). Keep the full-resolution levels thin: they cost the most.
+
+    `norm` is how the residual blocks normalise: "group" is GroupNorm, whose mean and variance
+    run over the whole image, so every code depends a little on everything else in the picture
+    (another object far away, or the image's size, can change it); "pixel" normalises each
+    position's channels on their own (the same groups), so a code depends only on the pixels
+    inside the encoder's receptive field, and the same content gets the same code anywhere.
     """
 
     levels: tuple[int, ...] = (8, 5, 5, 5)
@@ -50,6 +56,7 @@ class FSQAutoencoderConfig:
     channels: tuple[int, ...] = (32, 64, 128, 128)
     res_blocks: tuple[int, ...] = (0, 1, 1, 2)
     norm_groups: int = 8
+    norm: str = "group"
 
     def __post_init__(self):
         object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
@@ -63,11 +70,16 @@ class FSQAutoencoderConfig:
                 f"downsample {self.downsample} needs {n} entries in channels and res_blocks, "
                 f"got {len(self.channels)} and {len(self.res_blocks)}"
             )
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if any(c % self.norm_groups for c in self.channels):
             raise ValueError(f"every channel count must be divisible by norm_groups={self.norm_groups}")
 
     def to_dict(self) -> dict:
-        return {"kind": "fsq", **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if data["norm"] == "group":  # as written before `norm` existed: old tokenizers keep their identity
+            del data["norm"]
+        return {"kind": "fsq", **data}
 
     @classmethod
     def from_dict(cls, data: dict) -> FSQAutoencoderConfig:
@@ -78,12 +90,37 @@ class FSQAutoencoderConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-class ResBlock(nn.Module):
-    def __init__(self, channels: int, groups: int):
+NORMS = ("group", "pixel")
+
+
+class PixelGroupNorm(nn.Module):
+    """GroupNorm whose statistics are each position's own: the channels of every pixel are split
+    into `groups` and normalised within their group, with a learnt per-channel scale and shift (the
+    parameters are named as nn.GroupNorm's). Nothing is averaged across positions."""
+
+    def __init__(self, groups: int, channels: int, eps: float = 1e-5):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, channels)
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = x.permute(0, 2, 3, 1).reshape(b, h, w, self.groups, c // self.groups)
+        y = F.layer_norm(y, y.shape[-1:], eps=self.eps).reshape(b, h, w, c) * self.weight + self.bias
+        return y.permute(0, 3, 1, 2)
+
+
+def make_norm(kind: str, groups: int, channels: int) -> nn.Module:
+    return nn.GroupNorm(groups, channels) if kind == "group" else PixelGroupNorm(groups, channels)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, groups: int, norm: str = "group"):
+        super().__init__()
+        self.norm1 = make_norm(norm, groups, channels)
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.norm2 = nn.GroupNorm(groups, channels)
+        self.norm2 = make_norm(norm, groups, channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,11 +135,11 @@ class Encoder(nn.Module):
         self.conv_in = nn.Conv2d(3, ch[0], 3, padding=1)
         self.levels = nn.ModuleList()
         for i in range(len(ch)):
-            blocks = [ResBlock(ch[i], g) for _ in range(cfg.res_blocks[i])]
+            blocks = [ResBlock(ch[i], g, cfg.norm) for _ in range(cfg.res_blocks[i])]
             if i + 1 < len(ch):  # strided conv halves the resolution and changes the width
                 blocks.append(nn.Conv2d(ch[i], ch[i + 1], 4, stride=2, padding=1))
             self.levels.append(nn.Sequential(*blocks))
-        self.norm_out = nn.GroupNorm(g, ch[-1])
+        self.norm_out = make_norm(cfg.norm, g, ch[-1])
         self.conv_out = nn.Conv2d(ch[-1], len(cfg.levels), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,11 +156,11 @@ class Decoder(nn.Module):
         self.conv_in = nn.Conv2d(len(cfg.levels), ch[-1], 3, padding=1)
         self.levels = nn.ModuleList()
         for i in reversed(range(len(ch))):
-            blocks: list[nn.Module] = [ResBlock(ch[i], g) for _ in range(cfg.res_blocks[i])]
+            blocks: list[nn.Module] = [ResBlock(ch[i], g, cfg.norm) for _ in range(cfg.res_blocks[i])]
             if i > 0:  # nearest upsampling + conv: no checkerboard artefacts of transposed convs
                 blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch[i], ch[i - 1], 3, padding=1)]
             self.levels.append(nn.Sequential(*blocks))
-        self.norm_out = nn.GroupNorm(g, ch[0])
+        self.norm_out = make_norm(cfg.norm, g, ch[0])
         self.conv_out = nn.Conv2d(ch[0], 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
