@@ -110,7 +110,7 @@ def register(top, groups) -> None:
     p.add_argument("--channels", type=_ints, help="widths per level, log2(downsample)+1 entries")
     p.add_argument("--res-blocks", type=_ints, help="residual blocks per level")
     p.add_argument("--norm", choices=("group", "pixel"),
-                   help="normalisation in the residual blocks: group (GroupNorm over the whole image, the "
+                   help="normalisation layers: group (GroupNorm over the whole image, the "
                         "default) or pixel (each position's own statistics: a code depends only on nearby pixels)")
     p.add_argument("--resolutions", type=_ints, help="training image sizes, e.g. 64,128")
     p.add_argument("--crop", type=int, help="random crop side (0: whole images)")

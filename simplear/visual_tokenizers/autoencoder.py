@@ -44,11 +44,12 @@ class FSQAutoencoderConfig:
     log2(downsample) + 1 entries; `res_blocks[i]` residual blocks run at that level (in the encoder
     and, mirrored, in the decoder). Keep the full-resolution levels thin: they cost the most.
 
-    `norm` is how the residual blocks normalise: "group" is GroupNorm, whose mean and variance
-    run over the whole image, so every code depends a little on everything else in the picture
-    (another object far away, or the image's size, can change it); "pixel" normalises each
-    position's channels on their own (the same groups), so a code depends only on the pixels
-    inside the encoder's receptive field, and the same content gets the same code anywhere.
+    `norm` is how every normalisation layer (residual blocks, output norms) works: "group" is
+    GroupNorm, whose mean and variance run over the whole image, so every code depends a little on
+    everything else in the picture (another object far away, or the image's size, can change it);
+    "pixel" normalises each position's channels on their own (the same groups), so a code depends
+    only on the pixels inside the encoder's receptive field, and the same content gets the same
+    code anywhere.
     """
 
     levels: tuple[int, ...] = (8, 5, 5, 5)
