@@ -15,17 +15,19 @@ position.
 import argparse
 import hashlib
 import json
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from code_stats import entropy_bits  # noqa: E402  (a sibling script)
 
-def entropy_bits(counts) -> float:
-    c = np.asarray(list(counts), dtype=np.float64)
-    p = c[c > 0] / c.sum()
-    return float(-(p * np.log2(p)).sum())
+
+def counts_entropy(counts) -> float:
+    return entropy_bits(np.fromiter(counts, dtype=np.int64))
 
 
 def context_entropy(data: Path, tokens: Path, images: int, radius: int) -> dict:
@@ -52,12 +54,12 @@ def context_entropy(data: Path, tokens: Path, images: int, radius: int) -> dict:
             by_key[key][int(code)] += 1
             seen.append((key, int(code)))
     total = len(seen)
-    conditional = sum(entropy_bits(c.values()) * sum(c.values()) for c in by_key.values()) / total
+    conditional = sum(counts_entropy(c.values()) * sum(c.values()) for c in by_key.values()) / total
     mode = {key: c.most_common(1)[0][0] for key, c in by_key.items()}
     outside = [(key, code) for key, code in seen if code != snap]
     return {"images": int(len(codes)), "radius": radius, "positions": total, "distinct_keys": len(by_key),
             "positions_with_a_key_seen_once": sum(1 for c in by_key.values() if sum(c.values()) == 1),
-            "entropy_bits": round(entropy_bits(Counter(code for _, code in seen).values()), 4),
+            "entropy_bits": round(counts_entropy(Counter(code for _, code in seen).values()), 4),
             "entropy_given_key_bits": round(conditional, 4),
             "unsnapped_positions": len(outside),
             "unsnapped_not_the_key_mode": sum(1 for key, code in outside if mode[key] != code)}
