@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from simplear.visual_tokenizers.autoencoder import FSQAutoencoder, FSQAutoencoderConfig
+from simplear.train.tokenizer import recipe_config
+from simplear.visual_tokenizers.autoencoder import FSQAutoencoder
 
 
 def main() -> None:
@@ -27,9 +28,7 @@ def main() -> None:
         parser.error("--reps must be >= 2 and --threads >= 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    models = {norm: FSQAutoencoder(FSQAutoencoderConfig(levels=(8, 8, 8, 5), channels=(32, 64, 128, 128),
-                                                        res_blocks=(0, 1, 1, 2), norm=norm))
-              for norm in ("group", "pixel")}
+    models = {norm: FSQAutoencoder(recipe_config("shapes", norm=norm).model_config()) for norm in ("group", "pixel")}
     crops = torch.rand(8, 3, 64, 64) * 2 - 1
     images = torch.rand(32, 3, 128, 128) * 2 - 1
     times = {norm: {"train_step_s": [], "encode_s": []} for norm in models}
