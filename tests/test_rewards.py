@@ -74,6 +74,42 @@ def test_shapes_reward_uses_the_real_judge_on_ground_truth_renders():
     assert ShapesReward("partial")(blank, prompts, meta).max().item() < 1.0
 
 
+def test_nothing_else_clauses():
+    from simplear.rewards.shapes import nothing_else
+
+    two = {"tag": "two_object", "include": [{"class": "star", "count": 1}, {"class": "heart", "count": 1}]}
+    limits = {c["class"]: c["count"] for c in nothing_else(two)}
+    assert limits == {"circle": 1, "square": 1, "triangle": 1, "star": 2, "heart": 2, "cross": 1}
+    same = {"tag": "colors", "include": [{"class": "star", "count": 1, "color": "red"},
+                                         {"class": "star", "count": 2}]}
+    assert {c["class"]: c["count"] for c in nothing_else(same)}["star"] == 4
+    # A counting prompt already limits its class: only the other classes are added.
+    counting = {"tag": "counting", "include": [{"class": "cross", "count": 3}],
+                "exclude": [{"class": "cross", "count": 4}]}
+    assert "cross" not in {c["class"] for c in nothing_else(counting)} and len(nothing_else(counting)) == 5
+
+
+def test_exact_modes_penalise_extra_objects_that_geneval_allows():
+    from simplear.data.shapes import render_scene, scene_from_metadata
+
+    meta = {"tag": "two_object", "include": [{"class": "star", "count": 1}, {"class": "heart", "count": 1}],
+            "prompt": "a photo of a star and a heart"}
+    extra_class = {**meta, "include": [*meta["include"], {"class": "square", "count": 1}]}
+    extra_star = {**meta, "include": [{"class": "star", "count": 2}, {"class": "heart", "count": 1}]}
+    rng = np.random.default_rng(0)
+    images = [render_scene(scene_from_metadata(m, rng), 128) for m in (meta, extra_class, extra_star)]
+    metas, prompts = [meta] * 3, [meta["prompt"]] * 3
+    assert ShapesReward("strict")(images, prompts, metas).tolist() == [1.0, 1.0, 1.0]  # GenEval's rules
+    assert ShapesReward("exact")(images, prompts, metas).tolist() == [1.0, 0.0, 0.0]
+    # Two include clauses (2 checks) plus "nothing else" as one more: 3/3, 2/3, 2/3.
+    assert torch.allclose(ShapesReward("exact-partial")(images, prompts, metas),
+                          torch.tensor([1.0, 2 / 3, 2 / 3]))
+    blank = [Image.new("RGB", (128, 128), (128, 128, 128))]
+    assert torch.allclose(ShapesReward("exact-partial")(blank, prompts[:1], metas[:1]), torch.tensor([1 / 3]))
+    reward = build_reward("0.5*shapes:exact+0.5*shapes:exact-partial")
+    assert torch.allclose(reward(images, prompts, metas), torch.tensor([1.0, 1 / 3, 1 / 3]))
+
+
 # ---- a tiny random CLIP, written to disk the way Hugging Face lays a CLIP folder out ----
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"

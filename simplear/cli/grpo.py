@@ -126,7 +126,7 @@ def register(top, groups) -> None:
     p.add_argument("--init-from", dest="init_from", required=True, help="bundle folder to start from (the SFT model)")
     p.add_argument("--out", default="runs/grpo", help="run folder (default runs/grpo)")
     p.add_argument("--reward", default=None,
-                   help="reward spec: shapes | shapes:strict | clip:PATH | 0.8*shapes+0.2*clip:PATH (default shapes)")
+                   help="reward spec: shapes | shapes:strict | shapes:exact | shapes:exact-partial | clip:PATH | 0.8*shapes+0.2*clip:PATH (default shapes)")
     p.add_argument("--prompts", default=None, help="JSONL of GenEval metadata lines (default: ShapesWorld prompts)")
     p.add_argument("--eval-prompts", dest="eval_prompts", default=None,
                    help="JSONL for periodic evaluation (default: the ShapesWorld suite)")

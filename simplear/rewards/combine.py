@@ -2,7 +2,7 @@
 
 `WeightedReward([(0.8, ShapesReward()), (0.2, ClipReward(path))])` is itself a reward. A spec
 string names the same thing in one line: terms joined by `+`, each `[WEIGHT*]NAME[:ARG]` with
-NAME one of `shapes` (ARG `partial` | `strict`) or `clip` (ARG the CLIP folder), e.g.
+NAME one of `shapes` (ARG `partial` | `strict` | `exact` | `exact-partial`) or `clip` (ARG the CLIP folder), e.g.
 `shapes`, `shapes:strict`, `0.8*shapes+0.2*clip:/models/clip-vit-b32`.
 """
 
@@ -70,7 +70,7 @@ def build_reward(spec: str, device: str | None = None) -> Reward:
                 raise ValueError("the clip reward needs a folder: 'clip:PATH'")
             reward = ClipReward(arg, device=device)
         else:
-            raise ValueError(f"unknown reward {name!r} in {spec!r}; known: shapes[:partial|strict], clip:PATH")
+            raise ValueError(f"unknown reward {name!r} in {spec!r}; known: shapes[:partial|strict|exact|exact-partial], clip:PATH")
         terms.append((weight, reward))
     if len(terms) == 1 and terms[0][0] == 1.0:
         return terms[0][1]
