@@ -42,6 +42,13 @@ def main() -> None:
         reasons = collections.Counter(r["reason"].split("\n")[0] for r in records if r["tag"] == tag and not r["correct"])
         total = sum(r["tag"] == tag for r in records)
         print(f"{tag}: {sum(reasons.values())} of {total} wrong; first reasons: {reasons.most_common(6)}")
+    # Objects the judge counted against the number the prompt names (GenEval's rules check excess
+    # only on counting prompts).
+    for tag in sorted({r["tag"] for r in records}) + ["all"]:
+        rows = [r for r in records if tag in ("all", r["tag"])]
+        more = sum(r["objects"] > r["asked"] for r in rows) / len(rows)
+        fewer = sum(r["objects"] < r["asked"] for r in rows) / len(rows)
+        print(f"objects {tag}: more than asked {more:.3f}, as many {1 - more - fewer:.3f}, fewer {fewer:.3f}")
 
 
 if __name__ == "__main__":

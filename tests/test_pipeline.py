@@ -86,3 +86,20 @@ def test_missing_default_model_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(bundle, "DEFAULT_ASSET", tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="default"):
         Pipeline.from_pretrained(device="cpu")
+
+
+def test_suite_evaluation_records_objects_counted_against_asked(tmp_path):
+    from simplear.bundle import load_bundle
+    from simplear.train.suite_eval import evaluate_bundle
+
+    bundle = load_bundle(make_tiny_bundle(tmp_path / "tiny"), device="cpu")
+    lines = [{"tag": "counting", "prompt": "a photo of three hearts", "include": [{"class": "heart", "count": 3}],
+              "exclude": [{"class": "heart", "count": 4}]},
+             {"tag": "two_object", "prompt": "a photo of a star and a cross",
+              "include": [{"class": "star", "count": 1}, {"class": "cross", "count": 1}]}]
+    records: list[dict] = []
+    result = evaluate_bundle(bundle, lines, images_per_prompt=2, seed=0, batch_size=4, records_out=records)
+    assert result["images"] == 4 and [r["asked"] for r in records] == [3, 3, 2, 2]
+    assert all(isinstance(r["objects"], int) and r["objects"] >= 0 for r in records)
+    # The counts agree with the verdicts: a correct image holds at least what was asked.
+    assert all(r["objects"] >= r["asked"] for r in records if r["correct"])

@@ -91,7 +91,8 @@ def evaluate_bundle(bundle: Any, metadata: Sequence[dict], *, images_per_prompt:
 
     Returns {"overall", "tags", "images", "partial", "seconds"} plus "heldout" / "seen" (each
     {"overall", "tags", "images"}) when some prompts involve held-out pairs. `records_out`, when
-    given, receives one dict per image (prompt, tag, correct, score, reason, heldout).
+    given, receives one dict per image (prompt, tag, correct, score, reason, heldout, and `objects`
+    the judge counted against `asked`, the number the prompt names).
     """
     from simplear.eval.judge import judge_batch
     from simplear.visual_tokenizers.images import tensor_to_pil
@@ -111,7 +112,8 @@ def evaluate_bundle(bundle: Any, metadata: Sequence[dict], *, images_per_prompt:
         for meta, verdict in zip(chunk, judge_batch(images, chunk)):
             records.append({"prompt": meta["prompt"], "tag": meta["tag"], "correct": bool(verdict.correct),
                             "score": float(verdict.score), "reason": verdict.reason,
-                            "heldout": is_heldout(meta, pairs)})
+                            "heldout": is_heldout(meta, pairs), "objects": verdict.details.get("counted"),
+                            "asked": sum(int(req["count"]) for req in meta["include"])})
     result = geneval_table(records)
     held = [r for r in records if r["heldout"]]
     if held:
