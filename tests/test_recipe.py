@@ -437,3 +437,19 @@ def test_a_continued_run_keeps_its_own_evaluation_settings(tmp_path, capsys):
     # Settings that change what is trained are still refused.
     assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--seed", "5") == 2
     assert "seed" in capsys.readouterr().err
+
+
+def test_an_interrupted_grpo_stage_keeps_the_settings_it_started_with(tmp_path):
+    from simplear.train.recipe import RecipeConfig, grpo_defaults, grpo_fields
+
+    cfg = RecipeConfig(out=str(tmp_path))
+    assert grpo_fields(cfg, tmp_path) == grpo_defaults()
+    (tmp_path / "grpo").mkdir()
+    started = {**grpo_defaults(), "reward": "0.5*shapes:strict+0.5*shapes:partial", "steps": 40}
+    (tmp_path / "grpo" / "config.json").write_text(json.dumps(started))
+    assert grpo_fields(cfg, tmp_path) == grpo_defaults()  # no checkpoint yet: a fresh start
+    (tmp_path / "grpo" / "checkpoints" / "step-000005").mkdir(parents=True)
+    fields = grpo_fields(cfg, tmp_path)
+    assert (fields["reward"], fields["steps"]) == ("0.5*shapes:strict+0.5*shapes:partial", 40)
+    overridden = grpo_fields(dataclasses.replace(cfg, grpo_overrides={"steps": 60}), tmp_path)
+    assert overridden["steps"] == 60  # what the user sets on the command line still wins

@@ -153,7 +153,11 @@ def test_cli_train_tokenizer(tmp_path):
     assert (saved["finish_steps"], saved["finish_resolutions"], saved["finish_edge_weight"]) == (2, [64], 8.0)
     assert [json.loads(x)["step"] for x in (tmp_path / "tok/train/log.jsonl").read_text().splitlines()][-1] == 4
     assert load_visual_tokenizer(tmp_path / "tok").codebook_size == 60
-    assert load_visual_tokenizer(tmp_path / "tok").config.norm == "group"
+    assert load_visual_tokenizer(tmp_path / "tok").config.norm == "pixel"  # the `shapes` recipe's
+    code = run_cli("train", "tokenizer", "--out", tmp_path / "grp", "--steps", "1", "--norm", "group",
+                   "--levels", "5,4,3", "--channels", "8,8,8,8", "--res-blocks", "0,0,0,1", "--resolutions", "32",
+                   "--crop", "32", "--batch-size", "2", "--eval-images", "2", "--device", "cpu")
+    assert code == 0 and load_visual_tokenizer(tmp_path / "grp").config.norm == "group"
     code = run_cli("train", "tokenizer", "--out", tmp_path / "pix", "--steps", "1", "--norm", "pixel",
                    "--levels", "5,4,3", "--channels", "8,8,8,8", "--res-blocks", "0,0,0,1", "--resolutions", "32",
                    "--crop", "32", "--batch-size", "2", "--eval-images", "2", "--device", "cpu")
