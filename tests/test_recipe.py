@@ -71,7 +71,8 @@ def test_rerun_continues_with_grpo_and_resumes_an_interrupted_stage(recipe_dir, 
     assert f"simplear recipe shapes --out {recipe_dir} --smoke" in card and "| grpo |" in card
     assert "samples/stages.png" in card and (recipe_dir / "samples" / "stages.png").is_file()
     assert "32 at 64 px, plain background, boxes on a 16 x 16 grid" in card
-    assert "4 steps on 32-px crops of images at 32 and 64 px, then 2 on whole images at 32 px" in card
+    assert ("4 steps on 32-px crops of images at 32 and 64 px, then 2 on whole images at 32 px; "
+            "per-position normalisation (batch") in card
     from PIL import Image
 
     picture = Image.open(recipe_dir / "samples" / "stages.png")

@@ -116,6 +116,7 @@ def write_model_card(root: str | Path, command: str) -> Path:
         if t.get("finish_steps"):
             line += (f", then {t['finish_steps']:,} on whole images at "
                      f"{' then '.join(map(str, t['finish_resolutions']))} px")
+        line += {"pixel": "; per-position normalisation"}.get(t.get("norm", "group"), "")
         parts.append(line + f" (batch {t['batch_size']}; `tokenizer/train_config.json`).\n\n")
     if given:
         parts.append(f"Visual tokenizer: not trained by this command but given with `--tokenizer` (a copy of "
