@@ -9,7 +9,6 @@ and the pair the recipe would choose.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     from simplear.train.recipe import RecipeConfig, tune_sampling
 
-    cfg = dataclasses.replace(RecipeConfig(), tune_sampling=tuple(args.pairs))
+    cfg = RecipeConfig(out=args.bundle, tune_sampling=tuple(args.pairs))  # `out` is unused here
     with tempfile.TemporaryDirectory() as tmp:
         copy = shutil.copytree(args.bundle, f"{tmp}/bundle")  # tune_sampling writes its choice in
         sweep = tune_sampling(cfg, copy)
