@@ -28,7 +28,6 @@ from simplear.rewards.base import check_batch, to_pil_list
 MODES = ("partial", "strict", "exact", "exact-partial")
 
 
-
 def nothing_else(metadata: dict) -> list[dict]:
     """GenEval `exclude` clauses that forbid anything the prompt does not ask for: per named class,
     one more than the prompt's total count of it; per other class, one. Classes the prompt already
@@ -65,7 +64,8 @@ class ShapesReward:
     """`reward(images, prompts, metadata) -> tensor[B]` from the ShapesWorld judge.
 
     `judge` defaults to `simplear.eval.judge.judge`; any callable `judge(image, metadata)`
-    returning an object with `correct` and `score` works (tests pass a stand-in).
+    returning an object with `correct` and `score` works (tests pass a stand-in); the exact modes
+    also read the verdict's `details["checks"]`, as the real judge writes them.
     """
 
     def __init__(self, mode: str = "partial", judge: Callable[[Any, dict], Any] | None = None):
