@@ -110,8 +110,9 @@ def register(top, groups) -> None:
     p.add_argument("--channels", type=_ints, help="widths per level, log2(downsample)+1 entries")
     p.add_argument("--res-blocks", type=_ints, help="residual blocks per level")
     p.add_argument("--norm", choices=("group", "pixel"),
-                   help="normalisation layers: group (GroupNorm over the whole image, the "
-                        "default) or pixel (each position's own statistics: a code depends only on nearby pixels)")
+                   help="normalisation layers: group (GroupNorm over the whole image) or pixel (each "
+                        "position's own statistics: a code depends only on nearby pixels); default: the "
+                        "recipe's (shapes: pixel; shapes-finish, shapes-d16: group)")
     p.add_argument("--resolutions", type=_ints, help="training image sizes, e.g. 64,128")
     p.add_argument("--crop", type=int, help="random crop side (0: whole images)")
     p.add_argument("--batch-size", type=int)

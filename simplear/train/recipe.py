@@ -138,8 +138,8 @@ def grpo_defaults() -> dict:
     of a group in which none is fully right, both in their `exact` form (nothing but what the prompt
     names): with GenEval's own rules, which check excess objects only on counting prompts, GRPO
     learned to draw extra objects and counting fell (recipe22: 0.437 -> 0.312, overall +0.014);
-    with `exact` counting rose to 0.725 and overall by +0.071 from the same SFT bundle. From the shipped SFT model
-    minibatches of 16 or lr 5e-5 did not beat these, and a 5-step warm-up scored lower (two seeds).
+    with `exact` counting rose to 0.725 and overall by +0.071 from the same SFT bundle. From an
+    earlier shipped SFT model minibatches of 16 or lr 5e-5 did not beat these, and a 5-step warm-up scored lower (two seeds).
     One optimisation pass per rollout batch (the plain policy gradient plus KL) scored as well as
     two at 40 steps (0.387 and 0.383 against 0.373) in about a fifth less time per step, and the
     time saved pays for 50 steps instead of 40: 0.399 and 0.388 (two seeds) in about the same
