@@ -278,6 +278,28 @@ def test_image_count_flags_reach_the_saved_recipe_and_the_data(tmp_path, capsys)
     assert not (tmp_path / "zero").exists()
 
 
+def test_sft_tag_weights_reach_only_the_sft_scenes(tmp_path, capsys):
+    out = tmp_path / "mix"
+    assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--sft-images", "40",
+                   "--sft-tag-weights", "single_object=0,colors=0,counting=0,two_object=0,color_attr=0") == 0
+    mix = json.loads((out / "recipe.json").read_text())["sft_tag_weights"]
+    assert mix == {"single_object": 0, "two_object": 0, "counting": 0, "colors": 0, "position": 100, "color_attr": 0}
+    tags = {json.loads(line)["metadata"]["tag"] for line in (out / "data" / "high" / "captions.jsonl").read_text().splitlines()}
+    assert tags == {"position"}  # the only tag left with a weight
+    for split in ("low", "high-val"):  # every other set keeps GenEval's mix
+        tags = {json.loads(line)["metadata"]["tag"] for line in (out / "data" / split / "captions.jsonl").read_text().splitlines()}
+        assert len(tags) > 1, split
+    assert "--sft-tag-weights single_object=0,two_object=0,counting=0,colors=0,position=100,color_attr=0" in (
+        out / "MODEL_CARD.md").read_text()
+    capsys.readouterr()
+    for text, message in (("position=-1", "WEIGHT >= 0"), ("shapes=3", "TAG one of"), ("position", "TAG=WEIGHT"),
+                          ("single_object=0,two_object=0,counting=0,colors=0,position=0,color_attr=0", "not all be 0")):
+        with pytest.raises(SystemExit) as exc:
+            run_cli("recipe", "shapes", "--out", tmp_path / "bad", "--smoke", "--sft-tag-weights", text)
+        assert exc.value.code == 2 and message in capsys.readouterr().err, text
+    assert not (tmp_path / "bad").exists()
+
+
 def test_tokenizer_set_reaches_the_tokenizer_stage_and_bad_items_fail_at_once(tmp_path, capsys):
     out = tmp_path / "tok"
     assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "tokenizer",

@@ -58,6 +58,27 @@ def _tokenizer_set(config, items: list[str]) -> dict:
             **_set_fields("--tokenizer-set", base, TOKENIZER_FIELDS_SET_BY_RECIPE, items)}
 
 
+def tag_weights(text: str) -> dict:
+    """`TAG=W[,TAG=W...]` as the full {tag: weight} mix: tags not named keep GenEval's weight."""
+    from simplear.data.shapes import GENEVAL_TAG_WEIGHTS, TAGS
+
+    mix = dict(GENEVAL_TAG_WEIGHTS)
+    for item in text.split(","):
+        tag, sep, value = item.partition("=")
+        tag = tag.strip()
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if not sep or tag not in TAGS or weight is None or weight < 0:
+            raise argparse.ArgumentTypeError(
+                f"expected TAG=WEIGHT[,TAG=WEIGHT...] with TAG one of {', '.join(TAGS)} and WEIGHT >= 0, got {item!r}")
+        mix[tag] = weight
+    if sum(mix.values()) <= 0:
+        raise argparse.ArgumentTypeError("the tag weights must not all be 0")
+    return mix
+
+
 def _recipe(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -70,7 +91,7 @@ def _recipe(args: argparse.Namespace) -> int:
                                  ("data_background", args.data_background), ("data_grid", args.data_grid),
                                  ("data_caption_order", args.data_caption_order),
                                  ("tokenizer_from", args.tokenizer), ("pretrain_images", args.pretrain_images),
-                                 ("sft_images", args.sft_images),
+                                 ("sft_images", args.sft_images), ("sft_tag_weights", args.sft_tag_weights),
                                  ("snap_background", args.snap_background))
                if v is not None}
     if args.tokenizer_set:
@@ -104,6 +125,8 @@ def _recipe(args: argparse.Namespace) -> int:
              ("--data-grid", args.data_grid), ("--data-caption-order", args.data_caption_order),
              ("--tokenizer", args.tokenizer), ("--pretrain-images", args.pretrain_images),
              ("--sft-images", args.sft_images), ("--snap-background", args.snap_background or None),
+             ("--sft-tag-weights", args.sft_tag_weights
+              and ",".join(f"{tag}={weight:g}" for tag, weight in args.sft_tag_weights.items())),
              ("--no-snap-background", (args.snap_background is False) or None)]
     flags += [(f"--{stage}-set", v) for stage in ("tokenizer", "pretrain", "sft", "grpo")
               for v in getattr(args, f"{stage}_set") or []]
@@ -188,6 +211,9 @@ def register(top, groups) -> None:
                    help=f"training scenes rendered and tokenised for pretraining (default {RecipeConfig.pretrain_images:,})")
     r.add_argument("--sft-images", dest="sft_images", type=int, default=None,
                    help=f"training scenes rendered and tokenised for SFT (default {RecipeConfig.sft_images:,})")
+    r.add_argument("--sft-tag-weights", dest="sft_tag_weights", type=tag_weights, default=None, metavar="TAG=W,...",
+                   help="the SFT scenes' mix of GenEval tags, e.g. single_object=20,colors=50 (tags not named keep "
+                        "GenEval's proportions 80/99/80/94/100/100, which the other scene sets always use)")
     r.add_argument("--tokenizer-set", dest="tokenizer_set", action="append", metavar="KEY=VALUE",
                    help="override a field of the tokenizer stage's `shapes` tokenizer config, as "
                         "train_config.json names it (e.g. precision=bf16, steps=6000); repeatable")

@@ -78,6 +78,9 @@ class RecipeConfig:
     data_grid: int = 16
     # How the training captions order a scene's clauses (ShapesConfig.caption_order).
     data_caption_order: str = "given"
+    # The SFT scenes' tag mix ({tag: weight}, ShapesConfig.tag_weights); empty: GenEval's
+    # proportions, like the pretraining, validation and evaluation scenes.
+    sft_tag_weights: dict = dataclasses.field(default_factory=dict)
     tokenizer_recipe: str = "shapes"
     # A trained visual tokenizer folder to use instead of training one (copied into DIR/tokenizer,
     # then judged like a trained one); tokenizer_recipe/tokenizer_overrides are then unused.
@@ -120,6 +123,8 @@ class RecipeConfig:
 
         ShapesConfig(background=self.data_background, grid=self.data_grid,
                      caption_order=self.data_caption_order)  # raises on bad values
+        if self.sft_tag_weights:
+            ShapesConfig(tag_weights=tuple(self.sft_tag_weights.items()))  # raises on bad tags or weights
         if self.snap_background is True and self.data_background != "plain":
             raise ValueError(f"snap_background needs data_background 'plain' (one background colour), "
                              f"got {self.data_background!r}")
@@ -192,6 +197,8 @@ def _data(cfg: RecipeConfig, root: Path) -> dict:
             continue  # written whole by an atomic folder rename: complete
         seed = cfg.seed * 10 + offset  # different images in every set
         shapes = ShapesConfig(background=cfg.data_background, grid=cfg.data_grid, caption_order=cfg.data_caption_order)
+        if name == "high" and cfg.sft_tag_weights:
+            shapes = dataclasses.replace(shapes, tag_weights=tuple(cfg.sft_tag_weights.items()))
         write_shapes_dataset(folder, ShapesDatasetConfig(num=num, resolution=resolution, seed=seed, shapes=shapes),
                              overwrite=True)
     return {"sets": {k: v[0] for k, v in sets.items()}}
