@@ -76,6 +76,7 @@ def test_low_confidence_blobs_are_not_objects():
     verdict = evaluate_detections(image, meta)
     assert verdict.correct
     assert len(verdict.details["detections"]) == 2 and verdict.details["counted"] == 1
+    assert verdict.details["classes"] == {"heart": 1}  # what was counted, per class
     lenient = evaluate_detections(image, meta, JudgeConfig(min_confidence=0.2, min_confidence_large=0.2))
     assert not lenient.correct
     # The bar rises with size: 0.6 counts for a 12-pixel box, not for a 32-pixel one.

@@ -289,8 +289,9 @@ def test_sft_tag_weights_reach_only_the_sft_scenes(tmp_path, capsys):
     for split in ("low", "high-val"):  # every other set keeps GenEval's mix
         tags = {json.loads(line)["metadata"]["tag"] for line in (out / "data" / split / "captions.jsonl").read_text().splitlines()}
         assert len(tags) > 1, split
-    assert "--sft-tag-weights single_object=0,two_object=0,counting=0,colors=0,position=100,color_attr=0" in (
-        out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "--sft-tag-weights single_object=0,two_object=0,counting=0,colors=0,position=100,color_attr=0" in card
+    assert "SFT scenes' tag mix (weights;" in card and "position 100, color_attr 0." in card
     capsys.readouterr()
     for text, message in (("position=-1", "WEIGHT >= 0"), ("shapes=3", "TAG one of"), ("position", "TAG=WEIGHT"),
                           ("single_object=0,two_object=0,counting=0,colors=0,position=0,color_attr=0", "not all be 0")):

@@ -82,6 +82,30 @@ def test_padding_gives_the_same_codes_as_a_prompt_alone():
         assert torch.equal(together[i], alone[0])
 
 
+def test_reference_continues_a_given_prefix():
+    model = tiny_model(codebook=64)
+    kwargs = dict(visual_offset=OFFSET, codebook_size=64, num_tokens=6, config=SamplingConfig(cfg_scale=2.0))
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
+    free = reference_sample(model, COND, UNCOND, generator=gens(), **kwargs).codes
+    prefix = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    out = reference_sample(model, COND, UNCOND, generator=gens(), prefix=prefix, prefix_lengths=[0, 3], **kwargs).codes
+    assert torch.equal(out[0], free[0])  # length 0: drawn as without a prefix
+    assert out[1, :3].tolist() == [9, 10, 11]
+    whole = reference_sample(model, COND, UNCOND, prefix=torch.arange(12).view(2, 6), **kwargs).codes
+    assert torch.equal(whole, torch.arange(12).view(2, 6))
+    # The continuation is the model's: greedy after a prefix equals greedy from the prefix's prompt state.
+    greedy = dict(kwargs, config=SamplingConfig(top_k=1, cfg_scale=2.0))
+    base = reference_sample(model, COND, UNCOND, **greedy).codes
+    again = reference_sample(model, COND, UNCOND, prefix=base[:, :2], **greedy).codes
+    assert torch.equal(again, base)
+    for bad, message in ((dict(prefix=torch.zeros(3, 2, dtype=torch.long)), "2 x P codes"),
+                         (dict(prefix=torch.full((2, 2), 64)), r"\[0, 64\)"),
+                         (dict(prefix=torch.zeros(2, 2, dtype=torch.long), prefix_lengths=[1, 3]), "lengths in"),
+                         (dict(prefix_lengths=[1, 1]), "needs a prefix")):
+        with pytest.raises(ValueError, match=message):
+            reference_sample(model, COND, UNCOND, **kwargs, **bad)
+
+
 def test_reference_stats_and_errors():
     model = tiny_model(codebook=64)
     out = reference_sample(model, COND, UNCOND, visual_offset=OFFSET, codebook_size=64, num_tokens=5)

@@ -185,6 +185,7 @@ def evaluate_detections(
         "checks": checks,
         "detections": [d.to_dict() for d in detections],
         "counted": len(counted),
+        "classes": {cls: len(dets) for cls, dets in sorted(by_class.items())},  # counted, per class
     }
     return Judgement(
         correct=passed == len(checks), reason="\n".join(reasons), score=passed / len(checks), details=details

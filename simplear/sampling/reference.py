@@ -33,6 +33,8 @@ def reference_sample(
     config: SamplingConfig | None = None,
     pad_id: int = 0,
     progress: Callable[[torch.Tensor, int, int], None] | None = None,
+    prefix: torch.Tensor | None = None,
+    prefix_lengths: Sequence[int] | None = None,
 ) -> SampleResult:
     """Sample `num_tokens` visual codes for each conditional prompt.
 
@@ -41,6 +43,8 @@ def reference_sample(
     generator: one `torch.Generator` for the batch, or one per image (then image i's codes do not
         depend on what else is in the batch).
     progress: called as progress(codes, done, num_tokens) after each step; codes[:, :done] are final.
+    prefix: B x P codes that image i takes instead of drawing for its first `prefix_lengths[i]`
+        steps (default: all P), so the model continues a given partial image (teacher forcing).
     """
     config = config or SamplingConfig()
     check_vocab(model, visual_offset, codebook_size, num_tokens)
@@ -48,6 +52,7 @@ def reference_sample(
     batch = make_prompt_batch(cond_ids, uncond_ids, config, device=device, pad_id=pad_id)
     num_images = batch.num_images
     codes = torch.empty((num_images, num_tokens), dtype=torch.long, device=device)
+    forced, lengths = _check_prefix(prefix, prefix_lengths, num_images, num_tokens, codebook_size, device)
     started = time.perf_counter()
 
     # 1. Prefill the prompts (one forward pass); its last position predicts the first code.
@@ -67,6 +72,8 @@ def reference_sample(
         logits = visual_logits(out.logits[:, -1, :], visual_offset, codebook_size)
         probs = probs_from_logits(split_cfg(logits, config), config)
         codes[:, step] = draw(probs, generator)
+        if forced is not None and step < forced.shape[1]:
+            codes[:, step] = torch.where(lengths > step, forced[:, step], codes[:, step])
         if progress is not None:
             progress(codes, step + 1, num_tokens)
         if step + 1 == num_tokens:
@@ -91,3 +98,22 @@ def reference_sample(
         "seconds": time.perf_counter() - started,
     }
     return SampleResult(codes, stats)
+
+
+def _check_prefix(prefix, lengths, num_images: int, num_tokens: int, codebook_size: int, device):
+    """The forced codes (B x P, on `device`) and per-image prefix lengths, checked; (None, None) without."""
+    if prefix is None:
+        if lengths is not None:
+            raise ValueError("prefix_lengths needs a prefix")
+        return None, None
+    prefix = torch.as_tensor(prefix, dtype=torch.long, device=device)
+    if prefix.dim() != 2 or prefix.shape[0] != num_images or prefix.shape[1] > num_tokens:
+        raise ValueError(f"prefix must be {num_images} x P codes with P <= {num_tokens}, got {tuple(prefix.shape)}")
+    if prefix.numel() and (prefix.min() < 0 or prefix.max() >= codebook_size):
+        raise ValueError(f"prefix codes must lie in [0, {codebook_size})")
+    if lengths is None:
+        lengths = [prefix.shape[1]] * num_images
+    lengths = torch.as_tensor(list(lengths), dtype=torch.long, device=device)
+    if lengths.shape != (num_images,) or lengths.min() < 0 or lengths.max() > prefix.shape[1]:
+        raise ValueError(f"prefix_lengths must hold {num_images} lengths in [0, {prefix.shape[1]}]")
+    return prefix, lengths

@@ -95,6 +95,10 @@ def write_model_card(root: str | Path, command: str) -> Path:
                  + (f"boxes on a {grid} x {grid} grid" if grid else "boxes anywhere")
                  + f", {order_words}, the suite's held-out colour-class pairs left out. The tokenizer trains on textured "
                  "scenes anywhere; the model is judged on whatever it draws.\n\n")
+    mix = recipe.get("sft_tag_weights") or {}
+    if mix:
+        parts.append("SFT scenes' tag mix (weights; the pretraining scenes and the suite use GenEval's "
+                     "80/99/80/94/100/100): " + ", ".join(f"{tag} {weight:g}" for tag, weight in mix.items()) + ".\n\n")
     if snaps_background({**LEGACY, **recipe}["snap_background"], background):
         snapped = []
         for split in ("low", "high"):

@@ -92,7 +92,7 @@ def evaluate_bundle(bundle: Any, metadata: Sequence[dict], *, images_per_prompt:
     Returns {"overall", "tags", "images", "partial", "seconds"} plus "heldout" / "seen" (each
     {"overall", "tags", "images"}) when some prompts involve held-out pairs. `records_out`, when
     given, receives one dict per image (prompt, tag, correct, score, reason, heldout, and `objects`
-    the judge counted against `asked`, the number the prompt names).
+    the judge counted against `asked`, the number the prompt names, with `classes`: {class: count}).
     """
     from simplear.eval.judge import judge_batch
     from simplear.visual_tokenizers.images import tensor_to_pil
@@ -113,6 +113,7 @@ def evaluate_bundle(bundle: Any, metadata: Sequence[dict], *, images_per_prompt:
             records.append({"prompt": meta["prompt"], "tag": meta["tag"], "correct": bool(verdict.correct),
                             "score": float(verdict.score), "reason": verdict.reason,
                             "heldout": is_heldout(meta, pairs), "objects": verdict.details.get("counted"),
+                            "classes": verdict.details.get("classes"),
                             "asked": sum(int(req["count"]) for req in meta["include"])})
     result = geneval_table(records)
     held = [r for r in records if r["heldout"]]
