@@ -6,7 +6,8 @@ the scene's own codes forced up to the token where its second object (in raster 
 ("first object given", the reference sampler's `prefix`). The judge then says which classes each
 image holds. If giving a clean first object removes most "one named class twice" images, the model
 reads the prompt but is misled by its own first object; if not, it does not use the prompt for the
-second object.
+second object. `--own K` also continues each free image that holds two objects K times from where
+its own second object begins, kept apart by what the free image held.
 
     python scripts/prefix_continuation.py runs/recipe23/sft/bundle --scenes runs/recipe23/data/high-val \
         --tokens runs/recipe23/tokens/high-val
@@ -59,6 +60,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="only the first N two-class scenes")
+    ap.add_argument("--own", type=int, default=0, metavar="K",
+                    help="also continue each free image with two objects K times from where its own second "
+                         "object begins (is its first object what misleads the model?)")
     args = ap.parse_args()
     from simplear.bundle import load_bundle
     from simplear.eval.judge import judge_batch
@@ -72,29 +76,59 @@ def main() -> None:
     scenes = load_scenes(Path(args.scenes), Path(args.tokens), bundle.visual_tokenizer.downsample)[: args.limit]
     items = [(s, cond) for s in scenes for cond in ("free", "first object given") for _ in range(args.images)]
     tallies: dict = collections.defaultdict(collections.Counter)
-    for n, start in enumerate(range(0, len(items), args.batch_size)):
-        chunk = items[start : start + args.batch_size]
-        prefix = torch.stack([s["codes"].flatten() for s, _ in chunk])
-        lengths = [s["cut"] if cond != "free" else 0 for s, cond in chunk]
-        generator = torch.Generator().manual_seed(args.seed * 100_003 + n)
-        codes = reference_sample(bundle.model, [vocab.encode_prompt(s["prompt"]) for s, _ in chunk],
-                                 [vocab.encode_unconditional()], visual_offset=vocab.visual_offset,
-                                 codebook_size=vocab.codebook_size, num_tokens=grid[0] * grid[1], generator=generator,
-                                 config=sampling, pad_id=vocab.pad_id, prefix=prefix, prefix_lengths=lengths).codes
-        images = tensor_to_pil(bundle.visual_tokenizer.decode(codes.view(-1, *grid)))
-        for (scene, cond), verdict in zip(chunk, judge_batch(images, [s["metadata"] for s, _ in chunk])):
-            record = {"classes": verdict.details["classes"],
-                      "named": sorted({c["class"] for c in scene["metadata"]["include"]})}
-            outcome = two_class_outcome(record)
-            for key in ((cond, "all"), (cond, scene["metadata"]["tag"]),
-                        (cond, "first object complete" if scene["first_complete"] else "objects share rows")):
-                tallies[key][outcome] += 1
-                tallies[key]["correct"] += bool(verdict.correct)
-        print(f"{min(start + args.batch_size, len(items))} / {len(items)} images", flush=True)
+
+    def draw(prompts, prefix, lengths, metadata, seed):
+        """(codes, verdict) per image, in sampler batches."""
+        out = []
+        for n, start in enumerate(range(0, len(prompts), args.batch_size)):
+            end = start + args.batch_size
+            generator = torch.Generator().manual_seed(seed * 100_003 + n)
+            codes = reference_sample(bundle.model, [vocab.encode_prompt(p) for p in prompts[start:end]],
+                                     [vocab.encode_unconditional()], visual_offset=vocab.visual_offset,
+                                     codebook_size=vocab.codebook_size, num_tokens=grid[0] * grid[1],
+                                     generator=generator, config=sampling, pad_id=vocab.pad_id,
+                                     prefix=prefix[start:end], prefix_lengths=lengths[start:end]).codes
+            images = tensor_to_pil(bundle.visual_tokenizer.decode(codes.view(-1, *grid)))
+            out += list(zip(codes, judge_batch(images, metadata[start:end])))
+            print(f"{min(end, len(prompts))} / {len(prompts)} images", flush=True)
+        return out
+
+    def outcome(scene, verdict):
+        return two_class_outcome({"classes": verdict.details["classes"],
+                                  "named": sorted({c["class"] for c in scene["metadata"]["include"]})})
+
+    items = [(s, cond) for s in scenes for cond in ("free", "first object given") for _ in range(args.images)]
+    drawn = draw([s["prompt"] for s, _ in items], torch.stack([s["codes"].flatten() for s, _ in items]),
+                 [s["cut"] if cond != "free" else 0 for s, cond in items], [s["metadata"] for s, _ in items], args.seed)
+    for (scene, cond), (_, verdict) in zip(items, drawn):
+        kind = outcome(scene, verdict)
+        for key in ((cond, "all"), (cond, scene["metadata"]["tag"]),
+                    (cond, "first object complete" if scene["first_complete"] else "objects share rows")):
+            tallies[key][kind] += 1
+            tallies[key]["correct"] += bool(verdict.correct)
+    if args.own:
+        # The model's own first object: free images with exactly two counted objects, continued
+        # `args.own` times from the token where their second object's box begins.
+        down, width = bundle.visual_tokenizer.downsample, grid[1]
+        again = []
+        for (scene, cond), (codes, verdict) in zip(items, drawn):
+            if cond != "free" or verdict.details["counted"] != 2:
+                continue
+            boxes = sorted(d["box"] for d in sorted(verdict.details["detections"], key=lambda d: -d["confidence"])[:2])
+            starts = sorted((int(b[1]) // down) * width + int(b[0]) // down for b in boxes)
+            again += [(scene, codes, starts[1], outcome(scene, verdict))] * args.own
+        redrawn = draw([a[0]["prompt"] for a in again], torch.stack([a[1] for a in again]) if again else None,
+                       [a[2] for a in again] if again else None, [a[0]["metadata"] for a in again], args.seed + 1)
+        for (scene, _, _, before), (_, verdict) in zip(again, redrawn):
+            key = ("own first object kept", f"the free image: {before}")
+            tallies[key][outcome(scene, verdict)] += 1
+            tallies[key]["correct"] += bool(verdict.correct)
     print(json.dumps({"bundle": args.bundle, "sampling": sampling.to_dict(), "scenes": len(scenes),
                       "images_per_scene_and_condition": args.images}))
     for (cond, group), counts in sorted(tallies.items()):
         total = sum(counts[k] for k in TWO_CLASS_OUTCOMES)
+        if not total:
+            continue
         shares = ", ".join(f"{k} {counts[k] / total:.3f}" for k in TWO_CLASS_OUTCOMES)
         print(f"{cond} | {group} | images {total} | correct {counts['correct'] / total:.3f} | {shares}")
 
