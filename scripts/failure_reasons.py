@@ -11,7 +11,6 @@ import argparse
 import collections
 import json
 
-
 TWO_CLASS_OUTCOMES = ("both named classes", "one named class twice, the other missing",
                       "another class drawn, a named one missing", "a named class missing, nothing instead")
 
