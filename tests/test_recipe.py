@@ -293,7 +293,7 @@ def test_sft_tag_weights_reach_only_the_sft_scenes(tmp_path, capsys):
     assert "--sft-tag-weights single_object=0,two_object=0,counting=0,colors=0,position=100,color_attr=0" in card
     assert "SFT scenes' tag mix (weights;" in card and "position 100, color_attr 0." in card
     capsys.readouterr()
-    for text, message in (("position=-1", "WEIGHT >= 0"), ("shapes=3", "TAG one of"), ("position", "TAG=WEIGHT"),
+    for text, message in (("position=-1", "WEIGHT >= 0"), ("position=nan", "WEIGHT >= 0"), ("shapes=3", "TAG one of"), ("position", "TAG=WEIGHT"),
                           ("single_object=0,two_object=0,counting=0,colors=0,position=0,color_attr=0", "not all be 0")):
         with pytest.raises(SystemExit) as exc:
             run_cli("recipe", "shapes", "--out", tmp_path / "bad", "--smoke", "--sft-tag-weights", text)

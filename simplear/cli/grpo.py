@@ -60,6 +60,8 @@ def _tokenizer_set(config, items: list[str]) -> dict:
 
 def tag_weights(text: str) -> dict:
     """`TAG=W[,TAG=W...]` as the full {tag: weight} mix: tags not named keep GenEval's weight."""
+    import math
+
     from simplear.data.shapes import GENEVAL_TAG_WEIGHTS, TAGS
 
     mix = dict(GENEVAL_TAG_WEIGHTS)
@@ -69,8 +71,8 @@ def tag_weights(text: str) -> dict:
         try:
             weight = float(value)
         except ValueError:
-            weight = None
-        if not sep or tag not in TAGS or weight is None or weight < 0:
+            weight = math.nan
+        if not sep or tag not in TAGS or not math.isfinite(weight) or weight < 0:
             raise argparse.ArgumentTypeError(
                 f"expected TAG=WEIGHT[,TAG=WEIGHT...] with TAG one of {', '.join(TAGS)} and WEIGHT >= 0, got {item!r}")
         mix[tag] = weight
@@ -124,9 +126,9 @@ def _recipe(args: argparse.Namespace) -> int:
              ("--grpo-steps", args.grpo_steps), ("--data-background", args.data_background),
              ("--data-grid", args.data_grid), ("--data-caption-order", args.data_caption_order),
              ("--tokenizer", args.tokenizer), ("--pretrain-images", args.pretrain_images),
-             ("--sft-images", args.sft_images), ("--snap-background", args.snap_background or None),
-             ("--sft-tag-weights", args.sft_tag_weights
-              and ",".join(f"{tag}={weight:g}" for tag, weight in args.sft_tag_weights.items())),
+             ("--sft-images", args.sft_images), ("--sft-tag-weights", args.sft_tag_weights
+                                                 and ",".join(f"{t}={w:g}" for t, w in args.sft_tag_weights.items())),
+             ("--snap-background", args.snap_background or None),
              ("--no-snap-background", (args.snap_background is False) or None)]
     flags += [(f"--{stage}-set", v) for stage in ("tokenizer", "pretrain", "sft", "grpo")
               for v in getattr(args, f"{stage}_set") or []]
