@@ -115,8 +115,19 @@ def main() -> None:
             if cond != "free" or verdict.details["counted"] != 2:
                 continue
             boxes = sorted(d["box"] for d in sorted(verdict.details["detections"], key=lambda d: -d["confidence"])[:2])
-            starts = sorted((int(b[1]) // down) * width + int(b[0]) // down for b in boxes)
-            again += [(scene, codes, starts[1], outcome(scene, verdict))] * args.own
+            boxes.sort(key=lambda b: (int(b[1]) // down) * width + int(b[0]) // down)
+            starts = [(int(b[1]) // down) * width + int(b[0]) // down for b in boxes]
+            kind = outcome(scene, verdict)
+            again += [(scene, codes, starts[1], kind)] * args.own
+            # How far the model's codes for its first object are from the tokenizer's own codes of
+            # what they decode to: the share of the object's box tokens that re-encoding changes.
+            with torch.inference_mode():
+                recoded = bundle.visual_tokenizer.encode(bundle.visual_tokenizer.decode(codes.view(1, *grid)))[0]
+            x0, y0, x1, y1 = (int(v) for v in boxes[0])
+            rows, cols = slice(y0 // down, -(-y1 // down)), slice(x0 // down, -(-x1 // down))
+            changed = (recoded[rows, cols] != codes.view(*grid)[rows, cols]).float().mean().item()
+            tallies[("own first object, tokens re-encoding changes", kind)]["sum"] += changed
+            tallies[("own first object, tokens re-encoding changes", kind)]["n"] += 1
         redrawn = draw([a[0]["prompt"] for a in again], torch.stack([a[1] for a in again]) if again else None,
                        [a[2] for a in again] if again else None, [a[0]["metadata"] for a in again], args.seed + 1)
         for (scene, _, _, before), (_, verdict) in zip(again, redrawn):
@@ -126,6 +137,9 @@ def main() -> None:
     print(json.dumps({"bundle": args.bundle, "sampling": sampling.to_dict(), "scenes": len(scenes),
                       "images_per_scene_and_condition": args.images}))
     for (cond, group), counts in sorted(tallies.items()):
+        if "n" in counts:
+            print(f"{cond} | the free image: {group} | images {counts['n']} | mean share {counts['sum'] / counts['n']:.3f}")
+            continue
         total = sum(counts[k] for k in TWO_CLASS_OUTCOMES)
         if not total:
             continue
