@@ -20,34 +20,34 @@ import collections
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from failure_reasons import TWO_CLASS_OUTCOMES, two_class_outcome
 
 TWO_CLASS_TAGS = ("two_object", "position", "color_attr")
 
 
-def load_scenes(scenes: Path, tokens: Path, downsample: int) -> list[dict]:
-    """Two-class scenes with their codes (as trained: the shards) and the token where the second
-    object's box begins."""
+def start_token(box, down: int, width: int) -> int:
+    """The raster index of the token holding a pixel box's top-left corner."""
+    return (int(box[1]) // down) * width + int(box[0]) // down
+
+
+def load_scenes(scenes: Path, shards, down: int, width: int) -> list[dict]:
+    """Two-class scenes with their codes as trained (`shards`: the set's TokenShardDataset) and the
+    token where the second object's box begins."""
     rows = [json.loads(line) for line in (scenes / "captions.jsonl").read_text().splitlines() if line.strip()]
-    manifest = json.loads((tokens / "manifest.json").read_text())
-    if manifest["num_skipped"]:
-        raise ValueError(f"{tokens} skipped images, so its rows do not line up with {scenes}")
-    codes = np.concatenate([np.load(tokens / f"{s['name']}.npy") for s in manifest["shards"]])
-    width = manifest["grid"][1]
+    if len(rows) != len(shards):
+        raise ValueError(f"{scenes} has {len(rows)} scenes but its token shards {len(shards)} (skipped images?)")
     out = []
-    for row, grid in zip(rows, codes):
+    for i, row in enumerate(rows):
         meta = row["metadata"]
-        if meta.get("tag") not in TWO_CLASS_TAGS:
+        if meta.get("tag") not in TWO_CLASS_TAGS or len(row["objects"]) != 2:
             continue
-        if len(row["objects"]) != 2:
-            continue
-        first, second = sorted(row["objects"], key=lambda o: ((o["box"][1] // downsample) * width
-                                                               + o["box"][0] // downsample))
-        cut = (second["box"][1] // downsample) * width + second["box"][0] // downsample
-        out.append({"prompt": row["captions"][0], "metadata": meta, "codes": torch.from_numpy(grid.astype(np.int64)),
-                    "cut": cut, "first_complete": first["box"][3] <= second["box"][1]})
+        tokens = shards[i]
+        if tokens["captions"] != row["captions"]:
+            raise ValueError(f"scene {i} of {scenes} and its token row name other captions: not the same set")
+        first, second = sorted(row["objects"], key=lambda o: start_token(o["box"], down, width))
+        out.append({"prompt": row["captions"][0], "metadata": meta, "codes": tokens["codes"].flatten(),
+                    "cut": start_token(second["box"], down, width), "first_complete": first["box"][3] <= second["box"][1]})
     return out
 
 
@@ -65,6 +65,7 @@ def main() -> None:
                          "object begins (is its first object what misleads the model?)")
     args = ap.parse_args()
     from simplear.bundle import load_bundle
+    from simplear.data.token_dataset import TokenShardDataset
     from simplear.eval.judge import judge_batch
     from simplear.sampling.config import SamplingConfig
     from simplear.sampling.reference import reference_sample
@@ -73,7 +74,9 @@ def main() -> None:
     bundle = load_bundle(args.bundle)
     vocab, grid = bundle.vocab, tuple(bundle.config.grid)
     sampling = SamplingConfig.from_dict(bundle.config.sampling.to_dict())
-    scenes = load_scenes(Path(args.scenes), Path(args.tokens), bundle.visual_tokenizer.downsample)[: args.limit]
+    down, width = bundle.visual_tokenizer.downsample, grid[1]
+    shards = TokenShardDataset(args.tokens, visual_tokenizer=bundle.visual_tokenizer, resolution=grid[0] * down)
+    scenes = load_scenes(Path(args.scenes), shards, down, width)[: args.limit]
     items = [(s, cond) for s in scenes for cond in ("free", "first object given") for _ in range(args.images)]
     tallies: dict = collections.defaultdict(collections.Counter)
 
@@ -98,7 +101,7 @@ def main() -> None:
                                   "named": sorted({c["class"] for c in scene["metadata"]["include"]})})
 
     items = [(s, cond) for s in scenes for cond in ("free", "first object given") for _ in range(args.images)]
-    drawn = draw([s["prompt"] for s, _ in items], torch.stack([s["codes"].flatten() for s, _ in items]),
+    drawn = draw([s["prompt"] for s, _ in items], torch.stack([s["codes"] for s, _ in items]),
                  [s["cut"] if cond != "free" else 0 for s, cond in items], [s["metadata"] for s, _ in items], args.seed)
     for (scene, cond), (_, verdict) in zip(items, drawn):
         kind = outcome(scene, verdict)
@@ -109,25 +112,26 @@ def main() -> None:
     if args.own:
         # The model's own first object: free images with exactly two counted objects, continued
         # `args.own` times from the token where their second object's box begins.
-        down, width = bundle.visual_tokenizer.downsample, grid[1]
-        again = []
+        again, first_boxes = [], []
         for (scene, cond), (codes, verdict) in zip(items, drawn):
             if cond != "free" or verdict.details["counted"] != 2:
                 continue
-            boxes = sorted(d["box"] for d in sorted(verdict.details["detections"], key=lambda d: -d["confidence"])[:2])
-            boxes.sort(key=lambda b: (int(b[1]) // down) * width + int(b[0]) // down)
-            starts = [(int(b[1]) // down) * width + int(b[0]) // down for b in boxes]
-            kind = outcome(scene, verdict)
-            again += [(scene, codes, starts[1], kind)] * args.own
-            # How far the model's codes for its first object are from the tokenizer's own codes of
-            # what they decode to: the share of the object's box tokens that re-encoding changes.
+            boxes = [d["box"] for d in sorted(verdict.details["detections"], key=lambda d: -d["confidence"])[:2]]
+            boxes.sort(key=lambda b: start_token(b, down, width))
+            first_boxes.append((codes, boxes[0], outcome(scene, verdict)))
+            again += [(scene, codes, start_token(boxes[1], down, width), first_boxes[-1][2])] * args.own
+        # How far the model's codes for its first object are from the tokenizer's own codes of what
+        # they decode to: the share of the object's box tokens that re-encoding changes.
+        if first_boxes:
+            own = torch.stack([c for c, _, _ in first_boxes]).view(-1, *grid)
             with torch.inference_mode():
-                recoded = bundle.visual_tokenizer.encode(bundle.visual_tokenizer.decode(codes.view(1, *grid)))[0]
-            x0, y0, x1, y1 = (int(v) for v in boxes[0])
-            rows, cols = slice(y0 // down, -(-y1 // down)), slice(x0 // down, -(-x1 // down))
-            changed = (recoded[rows, cols] != codes.view(*grid)[rows, cols]).float().mean().item()
-            tallies[("own first object, tokens re-encoding changes", kind)]["sum"] += changed
-            tallies[("own first object, tokens re-encoding changes", kind)]["n"] += 1
+                recoded = bundle.visual_tokenizer.encode(bundle.visual_tokenizer.decode(own))
+            for codes, recode, (_, box, kind) in zip(own, recoded, first_boxes):
+                x0, y0, x1, y1 = (int(v) for v in box)
+                rows, cols = slice(y0 // down, -(-y1 // down)), slice(x0 // down, -(-x1 // down))
+                key = ("own first object, tokens re-encoding changes", kind)
+                tallies[key]["sum"] += (recode[rows, cols] != codes[rows, cols]).float().mean().item()
+                tallies[key]["n"] += 1
         redrawn = draw([a[0]["prompt"] for a in again], torch.stack([a[1] for a in again]) if again else None,
                        [a[2] for a in again] if again else None, [a[0]["metadata"] for a in again], args.seed + 1)
         for (scene, _, _, before), (_, verdict) in zip(again, redrawn):
