@@ -81,6 +81,27 @@ def test_caption_dropout_is_seeded_per_position(vocab):
     assert len(picks) == 3  # short caption, long caption, unconditional
 
 
+def test_input_noise_swaps_image_inputs_only_and_keeps_targets(vocab):
+    items = [toy_dataset()[i] for i in range(32)]
+    clean = SequenceBuilder(vocab, 64, 0.0).build(items, list(range(32)))
+    noisy = SequenceBuilder(vocab, 64, 0.0, input_noise=0.25).build(items, list(range(32)))
+    assert torch.equal(noisy.targets, clean.targets) and torch.equal(noisy.image_mask, clean.image_mask)
+    changed = noisy.input_ids != clean.input_ids
+    # Only code inputs change: never the prompt, the <|soi|> that predicts code 0, or the pads.
+    code_inputs = clean.image_mask.clone()
+    code_inputs[torch.arange(32), clean.image_mask.float().argmax(1)] = False
+    assert not changed[~code_inputs].any()
+    assert 0.18 < changed[code_inputs].float().mean() < 0.32  # 15 x 32 = 480 inputs at p = 0.25
+    swapped = noisy.input_ids[changed]
+    assert ((swapped >= vocab.visual_offset) & (swapped < vocab.visual_offset + 16)).all()  # still codes
+    again = SequenceBuilder(vocab, 64, 0.0, input_noise=0.25).build(items, list(range(32)))
+    assert torch.equal(again.input_ids, noisy.input_ids)  # seeded per position, so resume stays exact
+    with pytest.raises(ValueError, match="input_noise"):
+        SequenceBuilder(vocab, 64, 0.0, input_noise=1.0)
+    with pytest.raises(ValueError, match="input_noise"):
+        toy_config(data=DataConfig(text_vocab_size=280, input_noise=-0.1))
+
+
 def test_sequence_longer_than_context_is_refused(vocab):
     builder = SequenceBuilder(vocab, context=12, caption_dropout=0.0)
     with pytest.raises(ValueError, match="exceeds the context"):

@@ -120,7 +120,8 @@ def train_ar(config: TrainConfig, out: str | Path, resume: bool = False, dataset
         set_rng_state(ckpt["state"]["rng"])
         del ckpt
     order = SampleOrder(len(dataset), config.seed)
-    builder = SequenceBuilder(vocab, context, config.data.caption_dropout, config.data.caption_choice, config.seed)
+    builder = SequenceBuilder(vocab, context, config.data.caption_dropout, config.data.caption_choice, config.seed,
+                              input_noise=config.data.input_noise)
     val_builder = SequenceBuilder(vocab, context, 0.0, "first", config.seed + 1)
     val_batches = []
     if val_dataset is not None and len(val_dataset):

@@ -41,6 +41,10 @@ class DataConfig:
     resolution: int | None = None  # image size the shards must hold (checked)
     caption_dropout: float = 0.1  # SimpleAR drops the caption with p = 0.1 so CFG has a branch to learn
     caption_choice: str = "random"  # "random": any of an image's captions (short or long); "first"
+    # Fraction of the image codes fed as inputs that are swapped for another code drawn uniformly,
+    # while every target stays the true next code: the model learns to continue from codes that
+    # are not quite the data's, as its own sampled codes are not (exposure bias). 0 = off.
+    input_noise: float = 0.0
     text_tokenizer: str | None = None  # a tokenizer folder; None = train one on the captions
     text_vocab_size: int = 512
 
@@ -106,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"data.caption_dropout must be in [0, 1], got {self.data.caption_dropout}")
         if self.model.visual_init not in VISUAL_INITS:
             raise ValueError(f"model.visual_init must be one of {VISUAL_INITS}, got {self.model.visual_init!r}")
+        if not 0.0 <= self.data.input_noise < 1.0:
+            raise ValueError(f"data.input_noise must be in [0, 1), got {self.data.input_noise}")
         if self.data.caption_choice not in ("random", "first"):
             raise ValueError(f"data.caption_choice must be 'random' or 'first', got {self.data.caption_choice!r}")
         if self.optim.schedule not in ("constant", "cosine"):

@@ -10,6 +10,12 @@ Every random choice for the sample at global position `p` comes from a generator
 is resumed, split across DDP ranks or run in one process: that is what makes `--resume` and the
 1-vs-2-process test exact. Padding is on the right; pads come after every real token and carry
 no targets, so causal attention needs no mask.
+
+With `input_noise` p > 0, each image code fed as an input is swapped, with probability p, for
+another code drawn uniformly (seeded by the position like the caption choice); the targets stay
+the true codes. A sampled image's codes are the model's own, not the tokenizer's, and a model that
+has only ever continued clean codes may read its own off-grid ones wrongly (exposure bias); the
+noise trains it to continue from imperfect prefixes.
 """
 
 from __future__ import annotations
@@ -82,8 +88,11 @@ class SequenceBuilder:
     """Turns dataset items at given global positions into a padded training batch."""
 
     def __init__(self, vocab: Vocabulary, context: int, caption_dropout: float = 0.1,
-                 caption_choice: str = "random", seed: int = 0):
+                 caption_choice: str = "random", seed: int = 0, input_noise: float = 0.0):
+        if not 0.0 <= input_noise < 1.0:
+            raise ValueError(f"input_noise must be in [0, 1), got {input_noise}")
         self.vocab, self.context = vocab, int(context)
+        self.input_noise = float(input_noise)
         self.caption_dropout, self.caption_choice, self.seed = caption_dropout, caption_choice, seed
         self._uncond = vocab.encode_unconditional()
         self._encode = lru_cache(maxsize=200_000)(vocab.encode_prompt)
@@ -96,24 +105,39 @@ class SequenceBuilder:
         pick = int(rng.integers(len(captions))) if self.caption_choice == "random" else 0
         return self._uncond if dropped else self._encode(captions[pick])
 
+    def noisy_inputs(self, codes: torch.Tensor, position: int) -> torch.Tensor:
+        """`codes` (flat) with each one swapped for a different uniform code with p = input_noise."""
+        size = self.vocab.codebook_size
+        if self.input_noise <= 0 or size < 2:
+            return codes
+        rng = np.random.default_rng([self.seed, position, 1])  # a stream apart from the caption choice's
+        swap = torch.from_numpy(rng.random(codes.numel()) < self.input_noise)
+        other = torch.from_numpy(rng.integers(0, size - 1, codes.numel()))
+        other = other + (other >= codes).long()  # never the code itself
+        return torch.where(swap, other, codes)
+
     def build(self, items: Sequence[dict], positions: Sequence[int]) -> Batch:
         rows = []
         for item, position in zip(items, positions):
             prompt = self.prompt_ids(item["captions"], position)
-            image = self.vocab.codes_to_ids(torch.as_tensor(item["codes"]).reshape(-1))
-            seq = torch.cat([torch.tensor(prompt, dtype=torch.long), image])
+            codes = torch.as_tensor(item["codes"]).reshape(-1).long()
+            prompt_ids = torch.tensor(prompt, dtype=torch.long)
+            seq = torch.cat([prompt_ids, self.vocab.codes_to_ids(codes)])
             if seq.numel() > self.context:
-                raise ValueError(f"sequence of {seq.numel()} tokens (prompt {len(prompt)} + image {image.numel()}) "
+                raise ValueError(f"sequence of {seq.numel()} tokens (prompt {len(prompt)} + image {codes.numel()}) "
                                  f"exceeds the context of {self.context}")
-            rows.append((seq, len(prompt)))
-        length = max(seq.numel() for seq, _ in rows) - 1
+            inputs = seq
+            if self.input_noise > 0:
+                inputs = torch.cat([prompt_ids, self.vocab.codes_to_ids(self.noisy_inputs(codes, position))])
+            rows.append((seq, inputs, len(prompt)))
+        length = max(seq.numel() for seq, _, _ in rows) - 1
         b = len(rows)
         input_ids = torch.full((b, length), self.vocab.pad_id, dtype=torch.long)
         targets = torch.full((b, length), IGNORE, dtype=torch.long)
         image_mask = torch.zeros((b, length), dtype=torch.bool)
-        for i, (seq, n_prompt) in enumerate(rows):
+        for i, (seq, inputs, n_prompt) in enumerate(rows):
             n = seq.numel() - 1
-            input_ids[i, :n] = seq[:-1]
+            input_ids[i, :n] = inputs[:-1]
             targets[i, :n] = seq[1:]
             # Position n_prompt - 1 (the <|soi|> token) predicts the first code.
             image_mask[i, n_prompt - 1:n] = True
