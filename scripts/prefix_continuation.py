@@ -7,7 +7,8 @@ the scene's own codes forced up to the token where its second object (in raster 
 image holds. If giving a clean first object removes most "one named class twice" images, the model
 reads the prompt but is misled by its own first object; if not, it does not use the prompt for the
 second object. `--own K` also continues each free image that holds two objects K times from where
-its own second object begins, kept apart by what the free image held.
+its own second object begins, kept apart by what the free image held; `--recoded` continues the
+tokenizer's re-encoding of the same picture too (its codes, not the model's, up to that token).
 
     python scripts/prefix_continuation.py runs/recipe23/sft/bundle --scenes runs/recipe23/data/high-val \
         --tokens runs/recipe23/tokens/high-val
@@ -63,7 +64,12 @@ def main() -> None:
     ap.add_argument("--own", type=int, default=0, metavar="K",
                     help="also continue each free image with two objects K times from where its own second "
                          "object begins (is its first object what misleads the model?)")
+    ap.add_argument("--recoded", action="store_true",
+                    help="with --own: also continue from the tokenizer's re-encoding of each such image "
+                         "(the same picture in the codes the model trained on)")
     args = ap.parse_args()
+    if args.recoded and not args.own:
+        ap.error("--recoded needs --own K (it continues the images --own keeps)")
     from simplear.bundle import load_bundle
     from simplear.data.token_dataset import TokenShardDataset
     from simplear.eval.judge import judge_batch
@@ -119,9 +125,11 @@ def main() -> None:
             boxes = [d["box"] for d in sorted(verdict.details["detections"], key=lambda d: -d["confidence"])[:2]]
             boxes.sort(key=lambda b: start_token(b, down, width))
             first_boxes.append((codes, boxes[0], outcome(scene, verdict)))
-            again += [(scene, codes, start_token(boxes[1], down, width), first_boxes[-1][2])] * args.own
+            again += [(scene, codes, start_token(boxes[1], down, width), first_boxes[-1][2], "kept")] * args.own
         # How far the model's codes for its first object are from the tokenizer's own codes of what
-        # they decode to: the share of the object's box tokens that re-encoding changes.
+        # they decode to: the share of the object's box tokens that re-encoding changes. With
+        # --recoded the re-encoded codes (what the tokenizer makes of the same picture) are also
+        # continued: if that undoes the duplicates, the codes, not the drawn object, mislead.
         if first_boxes:
             own = torch.stack([c for c, _, _ in first_boxes]).view(-1, *grid)
             with torch.inference_mode():
@@ -132,10 +140,14 @@ def main() -> None:
                 key = ("own first object, tokens re-encoding changes", kind)
                 tallies[key]["sum"] += (recode[rows, cols] != codes[rows, cols]).float().mean().item()
                 tallies[key]["n"] += 1
+            if args.recoded:
+                kept = [a for a in again if a[4] == "kept"]
+                by_codes = {id(c): r.flatten() for (c, _, _), r in zip(first_boxes, recoded)}
+                again += [(scene, by_codes[id(codes)], cut, before, "re-encoded") for scene, codes, cut, before, _ in kept]
         redrawn = draw([a[0]["prompt"] for a in again], torch.stack([a[1] for a in again]) if again else None,
                        [a[2] for a in again] if again else None, [a[0]["metadata"] for a in again], args.seed + 1)
-        for (scene, _, _, before), (_, verdict) in zip(again, redrawn):
-            key = ("own first object kept", f"the free image: {before}")
+        for (scene, _, _, before, how), (_, verdict) in zip(again, redrawn):
+            key = (f"own first object {how}", f"the free image: {before}")
             tallies[key][outcome(scene, verdict)] += 1
             tallies[key]["correct"] += bool(verdict.correct)
     print(json.dumps({"bundle": args.bundle, "sampling": sampling.to_dict(), "scenes": len(scenes),
