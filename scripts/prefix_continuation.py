@@ -83,7 +83,6 @@ def main() -> None:
     down, width = bundle.visual_tokenizer.downsample, grid[1]
     shards = TokenShardDataset(args.tokens, visual_tokenizer=bundle.visual_tokenizer, resolution=grid[0] * down)
     scenes = load_scenes(Path(args.scenes), shards, down, width)[: args.limit]
-    items = [(s, cond) for s in scenes for cond in ("free", "first object given") for _ in range(args.images)]
     tallies: dict = collections.defaultdict(collections.Counter)
 
     def draw(prompts, prefix, lengths, metadata, seed):

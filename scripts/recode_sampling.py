@@ -23,12 +23,11 @@ import torch
 from failure_reasons import TWO_CLASS_OUTCOMES, two_class_outcome
 
 
-def background_filled(codes: torch.Tensor, rows: int) -> torch.Tensor:
-    """B x H x W codes whose rows from `rows` on are each image's most common drawn code."""
-    out = codes.clone()
-    drawn = codes[:, :rows].flatten(1)
-    out[:, rows:] = torch.mode(drawn, dim=1).values[:, None, None]
-    return out
+def background_filled(drawn: torch.Tensor, height: int) -> torch.Tensor:
+    """B x rows x W drawn codes grown to B x height x W with each image's most common drawn code."""
+    background = torch.mode(drawn.flatten(1), dim=1).values
+    rest = background[:, None, None].expand(-1, height - drawn.shape[1], drawn.shape[2])
+    return torch.cat([drawn, rest], 1)
 
 
 def main() -> None:
@@ -76,9 +75,8 @@ def main() -> None:
             codes = sample(prompts, rows * width, prefix, None, seed + rows).view(-1, rows, width)
             if rows == height:
                 return codes
-            full = background_filled(torch.cat([codes, codes.new_zeros(codes.shape[0], height - rows, width)], 1), rows)
             with torch.inference_mode():
-                recoded = vt.encode(vt.decode(full))
+                recoded = vt.encode(vt.decode(background_filled(codes, height)))
             keep = max(rows - args.margin, 0)
             prefix = torch.cat([recoded[:, :keep], codes[:, keep:rows]], 1).flatten(1)
 
