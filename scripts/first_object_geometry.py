@@ -29,7 +29,8 @@ def geometry(first: dict, second: dict, named_first: str) -> dict:
     (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = first["box"], second["box"]
     centre = (((ax0 + ax1) - (bx0 + bx1)) ** 2 + ((ay0 + ay1) - (by0 + by1)) ** 2) ** 0.5 / 2
     return {"width": ax1 - ax0, "height": ay1 - ay0, "top": ay0, "second width": bx1 - bx0,
-            "centre distance": centre, "first-named class first": float(first["class"] == named_first)}
+            "centre distance": centre, "first-named class first": float(first["class"] == named_first),
+            "same colour": float(first["color"] == second["color"])}
 
 
 def named_first(meta: dict) -> str:
