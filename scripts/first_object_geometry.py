@@ -20,8 +20,7 @@ import json
 from pathlib import Path
 
 from failure_reasons import TWO_CLASS_OUTCOMES, two_class_outcome
-
-TWO_CLASS_TAGS = ("two_object", "position", "color_attr")
+from prefix_continuation import TWO_CLASS_TAGS, start_token
 
 
 def geometry(first: dict, second: dict, named_first: str) -> dict:
@@ -38,11 +37,6 @@ def named_first(meta: dict) -> str:
     object, listed second in `include` after its reference."""
     include = meta["include"]
     return include[1]["class"] if meta.get("tag") == "position" else include[0]["class"]
-
-
-def raster_key(obj: dict, down: int = 8) -> tuple:
-    """Where a raster scan over the token grid meets the box first: its top token row, then column."""
-    return (int(obj["box"][1]) // down, int(obj["box"][0]) // down)
 
 
 def summarise(groups: dict) -> None:
@@ -69,7 +63,7 @@ def main() -> None:
     from simplear.visual_tokenizers.images import tensor_to_pil
 
     bundle = load_bundle(args.bundle)
-    down = int(bundle.visual_tokenizer.downsample)
+    down, width = int(bundle.visual_tokenizer.downsample), int(bundle.config.grid[1])
     sampling = SamplingConfig.from_dict(bundle.config.sampling.to_dict())
     lines = [m for m in make_suite(seed=0) if m["tag"] in TWO_CLASS_TAGS for _ in range(args.images)]
     codes = generate_codes(bundle, [m["prompt"] for m in lines], seed=args.seed, sampling=sampling,
@@ -86,14 +80,14 @@ def main() -> None:
             if kind not in TWO_CLASS_OUTCOMES[:2]:
                 continue
             top = sorted(verdict.details["detections"], key=lambda d: -d["confidence"])[:2]
-            first, second = sorted(top, key=lambda d: raster_key(d, down))
+            first, second = sorted(top, key=lambda d: start_token(d["box"], down, width))
             groups[f"drawn, {kind}"].append(geometry(first, second, named_first(meta)))
     if args.scenes:
         for line in (Path(args.scenes) / "captions.jsonl").read_text().splitlines():
             row = json.loads(line) if line.strip() else None
             if not row or row["metadata"].get("tag") not in TWO_CLASS_TAGS or len(row["objects"]) != 2:
                 continue
-            first, second = sorted(row["objects"], key=lambda o: raster_key(o, down))
+            first, second = sorted(row["objects"], key=lambda o: start_token(o["box"], down, width))
             groups["real scenes (given as the first object: 1 % duplicates)"].append(
                 geometry(first, second, named_first(row["metadata"])))
     print(json.dumps({"bundle": args.bundle, "sampling": sampling.to_dict(), "images_per_prompt": args.images,
