@@ -196,9 +196,13 @@ def test_resume_continues_exactly_and_ends_with_a_bundle(tmp_path):
     assert json.loads((full / "bundle" / "train_config.json").read_text())["max_steps"] == 6
     assert read_log(full, "eval")[-1]["val_loss"] > 0
     # Fine-tuning (SFT) starts from the run; a second stage with --init-from RUN.
-    sft = train_ar(toy_config(max_steps=2, model=ModelConfig(preset="tiny", context=64, init_from=str(full))),
+    sft = train_ar(apply_overrides(toy_config(max_steps=2, model=ModelConfig(preset="tiny", context=64, init_from=str(full))),
+                                   ["eval.cfg_scale=2.0", "eval.temperature=0.7"]),
                    tmp_path / "sft", dataset=ds, visual_tokenizer=vt)
     assert read_log(sft, "start")[0]["init"].startswith("bundle:")
+    # Its bundle samples with the setting the trainer evaluated with.
+    sampling = load_bundle(sft, device="cpu").config.sampling
+    assert (sampling.cfg_scale, sampling.temperature) == (2.0, 0.7)
     assert read_log(sft, "train")[0]["loss"] < a[0][1]
 
 

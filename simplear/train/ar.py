@@ -255,7 +255,9 @@ def _write_bundle(run_dir: Path, model, vocab, visual_tokenizer, grid, config: T
     kind = str(getattr(visual_tokenizer, "kind", "fsq"))
     bundle_config = make_bundle_config(
         vocab, visual_tokenizer, image_size,
-        sampling=SamplingDefaults(cfg_scale=config.eval.cfg_scale, temperature=1.0),
+        # The setting the trainer evaluated with (`eval.cfg_scale` / `eval.temperature`), so a
+        # fine-tune of a tuned bundle can keep that bundle's defaults by naming them there.
+        sampling=SamplingDefaults(cfg_scale=config.eval.cfg_scale, temperature=config.eval.temperature),
         visual_tokenizer_path=source if kind == "cosmos" else None,
         recipe=config.recipe, steps=config.max_steps,
     )
