@@ -28,6 +28,7 @@ MODULES = [
     "generate",  # generate
     "bench",  # bench sampling
     "grpo",  # train grpo, recipe
+    "rejection",  # data rejection-samples
     "exports",  # eval geneval, eval dpg
     "serve",  # serve
 ]
