@@ -133,3 +133,10 @@ def test_cli_draws_with_the_judge_and_refuses_a_foreign_folder(tmp_path, bundle_
     assert run_cli("data", "rejection-samples", "--model", bundle_dir, "--out", tmp_path / "x",
                    "--images-per-prompt", "2", "--keep", "3") == 2
     assert "keep_per_prompt" in capsys.readouterr().err
+    # A prompt file without prompts is refused before the folder is made, so a fixed rerun starts clean.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"tag": "single_object"}\n')
+    assert run_cli("data", "rejection-samples", "--model", bundle_dir, "--out", tmp_path / "y",
+                   "--prompts", bad) == 2
+    assert "prompt" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()

@@ -189,10 +189,10 @@ def rejection_samples(config: RejectionConfig, bundle=None, reward=None, log=pri
     if reward is None:
         reward = build_reward(config.reward)
     sampling = _sampling(config, bundle)
+    pool = prompt_pool(config)  # a bad prompt file fails here, before the folder is made
     _check_identity(out, _identity(config, bundle))
 
     # 1. The prompts, cut into shards; a finished shard (its sidecar exists) is not redrawn.
-    pool = prompt_pool(config)
     size = config.prompts_per_shard
     num_shards = math.ceil(len(pool) / size)
     started = time.perf_counter()
