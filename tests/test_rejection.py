@@ -102,6 +102,11 @@ def test_a_killed_run_resumes_without_redrawing_finished_shards(tmp_path, bundle
     with pytest.raises(ValueError, match="other settings.*keep_per_prompt"):
         rejection_samples(_config(bundle_dir, tmp_path / "run", threshold=0.3, keep_per_prompt=1),
                           bundle=bundle, reward=reward, log=lambda *_: None)
+    # The same path holding other weights (a bundle retrained in place) is another model.
+    with torch.no_grad():
+        next(bundle.model.parameters()).add_(1e-3)
+    with pytest.raises(ValueError, match="other settings.*model_sha256"):
+        rejection_samples(config, bundle=bundle, reward=reward, log=lambda *_: None)
 
 
 def test_bad_settings_are_refused():

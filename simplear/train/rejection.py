@@ -13,8 +13,8 @@ out right. It is not GRPO: nothing pushes down on the rejected images, and there
 the kept rows can be mixed with the original SFT shards to stay near the data.
 
 Output folder, read like any token shard folder (`simplear.data.shards`):
-- `rejection.json`: the run's identity (bundle, tokenizer, settings), written first, so a rerun
-  with other settings into the same folder is refused;
+- `rejection.json`: the run's identity (the model's and tokenizer's weight hashes, the settings),
+  written first, so a rerun with another model or other settings into the same folder is refused;
 - per shard of `prompts_per_shard` prompts: `shard-NNNNN.npy` (kept codes), `.jsonl` (one row
   per kept image: `captions` = [prompt], `metadata`, `reward`, `prompt_index`), and `.json`
   (row count and what was drawn and accepted per tag) written last, so a rerun skips finished
@@ -25,6 +25,7 @@ Output folder, read like any token shard folder (`simplear.data.shards`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -101,13 +102,24 @@ def prompt_pool(config: RejectionConfig) -> list[dict]:
     return pool
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of a model's parameters and buffers (names and raw bytes, any dtype)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _identity(config: RejectionConfig, bundle) -> dict:
     from simplear.visual_tokenizers import tokenizer_identity
 
-    keep = {k: v for k, v in config.to_dict().items() if k not in ("out", "device", "batch_size")}
-    # The weights' hash names the tokenizer; its path may change between a run and its resume.
+    keep = {k: v for k, v in config.to_dict().items() if k not in ("bundle", "out", "device", "batch_size")}
+    # Weight hashes name the model and the tokenizer: their paths may change between a run and its
+    # resume, and a bundle retrained in place must not add its samples to the old one's.
     tokenizer = {k: v for k, v in tokenizer_identity(bundle.visual_tokenizer).items() if k != "path"}
-    return {"format": "simplear-rejection-samples", "version": 1, **keep, "visual_tokenizer": tokenizer}
+    return {"format": "simplear-rejection-samples", "version": 1, **keep,
+            "model_sha256": model_fingerprint(bundle.model), "visual_tokenizer": tokenizer}
 
 
 def _check_identity(out: Path, identity: dict) -> None:
