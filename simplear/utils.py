@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import math
 import os
@@ -257,3 +258,15 @@ def format_down(value: float, digits: int) -> str:
     never above what was measured (7.996x prints as 7.99x, not 8.00x)."""
     scale = 10**digits
     return f"{math.floor(value * scale + 1e-9) / scale:.{digits}f}"  # 1e-9: 0.29 * 100 is 28.999...
+
+
+def state_sha256(module, prefix: bytes = b"") -> str:
+    """sha256 of `prefix` then a module's state (names and raw bytes of every tensor, sorted by name,
+    any dtype or device): a weight file's identity that survives moving or re-saving it."""
+    import torch
+
+    digest = hashlib.sha256(prefix)
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -161,12 +161,17 @@ def _load_image(path: Path, resolution: int) -> tuple[Image.Image | None, str | 
         return None, "unreadable_image", f"{type(err).__name__}: {err}"
 
 
+def code_dtype(codebook_size: int) -> np.dtype:
+    """How shards store codes: uint16 when the codebook fits, else int32."""
+    return np.dtype(np.uint16 if codebook_size <= 2**16 else np.int32)
+
+
 def _tokenize_shard(k: int, lines: list[str], first: int, cfg: TokenizeConfig, tokenizer, out: Path,
                     snap: int | None = None) -> None:
     """Encode input lines [first, first + len(lines)) into shard k (three files, sidecar last)."""
     base = Path(cfg.data).parent
     grid = cfg.resolution // tokenizer.downsample
-    dtype = np.uint16 if tokenizer.codebook_size <= 2**16 else np.int32
+    dtype = code_dtype(tokenizer.codebook_size)
     rows, pending, chunks, skipped, snapped = [], [], [], [], [0]
 
     def flush() -> None:  # encode as we go: a shard of large images never sits in memory whole
@@ -258,7 +263,7 @@ def tokenize_dataset(cfg: TokenizeConfig, visual_tokenizer=None, log=print) -> d
             "visual_tokenizer": tokenizer_identity(visual_tokenizer),
             "resolution": cfg.resolution,
             "grid": [grid, grid],
-            "dtype": "uint16" if visual_tokenizer.codebook_size <= 2**16 else "int32",
+            "dtype": code_dtype(visual_tokenizer.codebook_size).name,
             "crop": CROP_POLICY,
             "source": str(data.resolve()),
             "lines": len(lines),

@@ -25,7 +25,6 @@ Output folder, read like any token shard folder (`simplear.data.shards`):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -37,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from simplear.data.shards import build_manifest, shard_name
-from simplear.utils import atomic_path, atomic_write_json, atomic_write_text
+from simplear.data.shards import build_manifest, code_dtype, shard_name
+from simplear.utils import atomic_path, atomic_write_json, atomic_write_text, state_sha256
 
 
 @dataclass(frozen=True)
@@ -102,24 +101,13 @@ def prompt_pool(config: RejectionConfig) -> list[dict]:
     return pool
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 of a model's parameters and buffers (names and raw bytes, any dtype)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _identity(config: RejectionConfig, bundle) -> dict:
-    from simplear.visual_tokenizers import tokenizer_identity
-
+def _identity(config: RejectionConfig, bundle, tokenizer: dict) -> dict:
     keep = {k: v for k, v in config.to_dict().items() if k not in ("bundle", "out", "device", "batch_size")}
     # Weight hashes name the model and the tokenizer: their paths may change between a run and its
     # resume, and a bundle retrained in place must not add its samples to the old one's.
-    tokenizer = {k: v for k, v in tokenizer_identity(bundle.visual_tokenizer).items() if k != "path"}
     return {"format": "simplear-rejection-samples", "version": 1, **keep,
-            "model_sha256": model_fingerprint(bundle.model), "visual_tokenizer": tokenizer}
+            "model_sha256": state_sha256(bundle.model),
+            "visual_tokenizer": {k: v for k, v in tokenizer.items() if k != "path"}}
 
 
 def _check_identity(out: Path, identity: dict) -> None:
@@ -165,12 +153,11 @@ def _draw_shard(k: int, items: list[dict], config: RejectionConfig, bundle, rewa
             chunk = draws[start : start + config.batch_size]
             values += torch.as_tensor(reward(images, [m["prompt"] for m in chunk], chunk)).float().tolist()
     kept = accept(np.array(values), K, config.keep_per_prompt, config.threshold)
-    dtype = np.uint16 if bundle.visual_tokenizer.codebook_size <= 2**16 else np.int32
     rows = [{"line": first + i // K, "captions": [draws[i]["prompt"]], "metadata": draws[i],
              "reward": values[i], "prompt_index": first + i // K} for i in kept]
     name = shard_name(k)
     with atomic_path(out / f"{name}.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, codes[kept].numpy().astype(dtype))
+        np.save(f, codes[kept].numpy().astype(code_dtype(bundle.visual_tokenizer.codebook_size)))
     atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     tags = [m.get("tag", "none") for m in draws]
     sidecar = {
@@ -191,6 +178,7 @@ def rejection_samples(config: RejectionConfig, bundle=None, reward=None, log=pri
     """
     from simplear.rewards import build_reward
     from simplear.utils import pick_device
+    from simplear.visual_tokenizers import tokenizer_identity
 
     out = Path(config.out)
     if bundle is None:
@@ -202,7 +190,8 @@ def rejection_samples(config: RejectionConfig, bundle=None, reward=None, log=pri
         reward = build_reward(config.reward)
     sampling = _sampling(config, bundle)
     pool = prompt_pool(config)  # a bad prompt file fails here, before the folder is made
-    _check_identity(out, _identity(config, bundle))
+    tokenizer = tokenizer_identity(bundle.visual_tokenizer)
+    _check_identity(out, _identity(config, bundle, tokenizer))
 
     # 1. The prompts, cut into shards; a finished shard (its sidecar exists) is not redrawn.
     size = config.prompts_per_shard
@@ -224,15 +213,11 @@ def rejection_samples(config: RejectionConfig, bundle=None, reward=None, log=pri
         accepted.update(info["accepted"])
         kept.update(info["kept"])
         reward_sum += info["reward_sum"]
-    grid = list(bundle.config.grid)
-    tokenizer = bundle.visual_tokenizer
-    from simplear.visual_tokenizers import tokenizer_identity
-
     run = {
-        "visual_tokenizer": tokenizer_identity(tokenizer),
+        "visual_tokenizer": tokenizer,
         "resolution": int(bundle.config.image_size),
-        "grid": grid,
-        "dtype": np.dtype(np.uint16 if tokenizer.codebook_size <= 2**16 else np.int32).name,
+        "grid": list(bundle.config.grid),
+        "dtype": code_dtype(bundle.visual_tokenizer.codebook_size).name,
         "crop": "none: the model's own codes",
         "source": {"rejection_samples": {**config.to_dict(), "sampling": sampling.to_dict()}},
         "lines": len(pool),

@@ -12,7 +12,6 @@ A saved tokenizer is a folder with `config.json` (`{"kind": "fsq", ...}`) and `m
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from simplear.utils import atomic_path, atomic_write_json
+from simplear.utils import atomic_path, atomic_write_json, state_sha256
 from simplear.visual_tokenizers.fsq import FSQ
 
 CONFIG_NAME = "config.json"
@@ -262,11 +261,7 @@ class FSQAutoencoder(nn.Module):
 
     def fingerprint(self) -> str:
         """sha256 of the config and the weights: what token shards record as the tokenizer's identity."""
-        digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return state_sha256(self, prefix=json.dumps(self.config.to_dict(), sort_keys=True).encode())
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
         """Write `config.json` and `model.safetensors` (each atomically) into `directory`.
