@@ -23,6 +23,8 @@ def main() -> None:
     ap.add_argument("--as-bfloat16", action="store_true", help="round the weights through bfloat16 first")
     ap.add_argument("--cfg-scale", type=float, default=None, help="default: the bundle's own")
     ap.add_argument("--temperature", type=float, default=None, help="default: the bundle's own")
+    ap.add_argument("--top-k", type=int, default=None, help="default: the bundle's own (0: off)")
+    ap.add_argument("--top-p", type=float, default=None, help="default: the bundle's own (1.0: off)")
     ap.add_argument("--batch-size", type=int, default=128)
     args = ap.parse_args()
     import torch
@@ -43,7 +45,7 @@ def main() -> None:
         bundle.model.to(torch.bfloat16).float()
     bundle.model.eval()
     sampling = bundle.config.sampling.to_dict()
-    for key in ("cfg_scale", "temperature"):
+    for key in ("cfg_scale", "temperature", "top_k", "top_p"):
         if getattr(args, key) is not None:
             sampling[key] = getattr(args, key)
     result = evaluate_bundle(bundle, make_suite(seed=0), images_per_prompt=4, seed=0, batch_size=args.batch_size,
