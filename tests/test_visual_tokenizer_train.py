@@ -221,6 +221,36 @@ def test_freeze_encoder_trains_the_decoder_and_keeps_every_code(tmp_path):
         TokenizerTrainConfig(freeze_encoder=True)
 
 
+def test_a_new_larger_decoder_for_an_existing_encoder_keeps_every_code(tmp_path):
+    """--decoder-channels with --freeze-encoder: init_from's encoder, a fresh decoder of another width."""
+    from simplear.visual_tokenizers import FSQAutoencoder
+
+    arch = {k: TINY[k] for k in ("levels", "downsample", "channels", "res_blocks")}
+    torch.manual_seed(7)
+    FSQAutoencoder(FSQAutoencoderConfig(**arch)).save_pretrained(tmp_path / "start")
+    small = {**TINY, "resolutions": (32,), "eval_images": 2}
+    wide = dict(decoder_channels=(16, 16, 16, 16), decoder_res_blocks=(0, 0, 1, 1))
+    cfg = TokenizerTrainConfig(out=str(tmp_path / "wide"), steps=2, init_from=str(tmp_path / "start"),
+                               freeze_encoder=True, **small, **wide)
+    train_tokenizer(cfg, log=lambda *_: None)
+    start, tuned = load_visual_tokenizer(tmp_path / "start"), load_visual_tokenizer(tmp_path / "wide")
+    assert tuned.config.dec_channels == (16, 16, 16, 16) and tuned.config.channels == TINY["channels"]
+    assert tuned.decoder.conv_in.out_channels == 16 and tuned.encoder.conv_in.out_channels == 8
+    assert json.loads((tmp_path / "wide" / "config.json").read_text())["decoder_res_blocks"] == [0, 0, 1, 1]
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        assert torch.equal(start.encode(images), tuned.encode(images))
+        assert tuned.decode(tuned.encode(images)).shape == images.shape
+    # Without --freeze-encoder the encoder would move, so another decoder shape is refused.
+    with pytest.raises(ValueError, match="only the decoder may differ"):
+        train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "x"), steps=1, init_from=str(tmp_path / "start"),
+                                             **small, **wide))
+    # A tokenizer without its own decoder shape writes no decoder keys: old identities stay the same.
+    assert "decoder_channels" not in FSQAutoencoderConfig(**arch).to_dict()
+    with pytest.raises(ValueError, match="decoder_channels"):
+        FSQAutoencoderConfig(**arch, decoder_channels=(16, 16, 16))
+
+
 def test_gradient_difference_punishes_a_blunted_tip_more_than_a_flat_shift():
     from simplear.train.tokenizer import gradient_difference
 

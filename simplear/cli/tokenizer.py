@@ -30,6 +30,8 @@ def _train_tokenizer(args) -> int:
         channels=args.channels,
         res_blocks=args.res_blocks,
         norm=args.norm,
+        decoder_channels=args.decoder_channels,
+        decoder_res_blocks=args.decoder_res_blocks,
         resolutions=args.resolutions,
         crop=args.crop,
         batch_size=args.batch_size,
@@ -109,6 +111,11 @@ def register(top, groups) -> None:
     p.add_argument("--downsample", type=int, choices=(4, 8, 16, 32))
     p.add_argument("--channels", type=_ints, help="widths per level, log2(downsample)+1 entries")
     p.add_argument("--res-blocks", type=_ints, help="residual blocks per level")
+    p.add_argument("--decoder-channels", type=_ints,
+                   help="the decoder's own widths per level (default: --channels); with --init-from and "
+                        "--freeze-encoder, a new decoder of this shape is trained for the existing codes")
+    p.add_argument("--decoder-res-blocks", type=_ints, help="the decoder's own residual blocks per level "
+                                                              "(default: --res-blocks)")
     p.add_argument("--norm", choices=("group", "pixel"),
                    help="normalisation layers: group (GroupNorm over the whole image) or pixel (each "
                         "position's own statistics: a code depends only on nearby pixels); default: the "

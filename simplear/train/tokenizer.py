@@ -61,6 +61,10 @@ class TokenizerTrainConfig:
     channels: tuple[int, ...] = (32, 64, 128, 128)
     res_blocks: tuple[int, ...] = (0, 1, 1, 2)
     norm: str = "group"  # "group" | "pixel" (per-position statistics; see FSQAutoencoderConfig)
+    # The decoder's own widths / depths (None: channels / res_blocks). With freeze_encoder and an
+    # init_from of another decoder shape, the decoder starts fresh and init_from's encoder is kept.
+    decoder_channels: tuple[int, ...] | None = None
+    decoder_res_blocks: tuple[int, ...] | None = None
     resolutions: tuple[int, ...] = (64, 128)  # images are made at these sizes, in turn
     crop: int = 64  # random crop side fed to the network (0: whole image)
     batch_size: int = 32
@@ -96,6 +100,9 @@ class TokenizerTrainConfig:
     def __post_init__(self):
         for name in ("levels", "channels", "res_blocks", "resolutions", "finish_resolutions"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        for name in ("decoder_channels", "decoder_res_blocks"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
         for r in (*self.resolutions, *self.finish_resolutions):
@@ -118,7 +125,7 @@ class TokenizerTrainConfig:
     def model_config(self) -> FSQAutoencoderConfig:
         return FSQAutoencoderConfig(
             levels=self.levels, downsample=self.downsample, channels=self.channels, res_blocks=self.res_blocks,
-            norm=self.norm,
+            norm=self.norm, decoder_channels=self.decoder_channels, decoder_res_blocks=self.decoder_res_blocks,
         )
 
     @property
@@ -320,9 +327,17 @@ def train_tokenizer(cfg: TokenizerTrainConfig, log=print) -> dict:
     )
     if cfg.init_from is not None:
         start = FSQAutoencoder.from_pretrained(cfg.init_from)
-        if start.config != model.config:
-            raise ValueError(f"--init-from {cfg.init_from} has another architecture ({start.config}) than this run")
-        model.load_state_dict(start.state_dict())
+        if start.config == model.config:
+            model.load_state_dict(start.state_dict())
+        elif cfg.freeze_encoder and start.config.encoder_part() == model.config.encoder_part():
+            # A new decoder (another shape) for init_from's codes: take its encoder, start the decoder fresh.
+            model.encoder.load_state_dict(start.encoder.state_dict())
+            model.quantizer.load_state_dict(start.quantizer.state_dict())
+            log(f"kept the encoder of {cfg.init_from}; the decoder ({model.config.dec_channels}, "
+                f"{model.config.dec_res_blocks} residual blocks) starts from random weights")
+        else:
+            raise ValueError(f"--init-from {cfg.init_from} has another architecture ({start.config}) than this run "
+                             f"({model.config}); only the decoder may differ, and only with --freeze-encoder")
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     autocast = autocast_factory(cfg.precision, device)

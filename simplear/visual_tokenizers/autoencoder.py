@@ -49,6 +49,9 @@ class FSQAutoencoderConfig:
     "pixel" normalises each position's channels on their own (the same groups), so a code depends
     only on the pixels inside the encoder's receptive field, and the same content gets the same
     code anywhere.
+
+    `decoder_channels` / `decoder_res_blocks` give the decoder its own widths and depths (None: the
+    encoder's), so a larger decoder can be trained for an existing encoder's codes.
     """
 
     levels: tuple[int, ...] = (8, 5, 5, 5)
@@ -57,28 +60,48 @@ class FSQAutoencoderConfig:
     res_blocks: tuple[int, ...] = (0, 1, 1, 2)
     norm_groups: int = 8
     norm: str = "group"
+    decoder_channels: tuple[int, ...] | None = None
+    decoder_res_blocks: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
-        object.__setattr__(self, "channels", tuple(int(v) for v in self.channels))
-        object.__setattr__(self, "res_blocks", tuple(int(v) for v in self.res_blocks))
+        for name in ("levels", "channels", "res_blocks", "decoder_channels", "decoder_res_blocks"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if self.downsample not in (4, 8, 16, 32):
             raise ValueError(f"downsample must be 4, 8, 16 or 32, got {self.downsample}")
         n = int(math.log2(self.downsample)) + 1
-        if len(self.channels) != n or len(self.res_blocks) != n:
-            raise ValueError(
-                f"downsample {self.downsample} needs {n} entries in channels and res_blocks, "
-                f"got {len(self.channels)} and {len(self.res_blocks)}"
-            )
+        for part, channels, res_blocks in (("", self.channels, self.res_blocks),
+                                           ("decoder_", self.dec_channels, self.dec_res_blocks)):
+            if len(channels) != n or len(res_blocks) != n:
+                raise ValueError(
+                    f"downsample {self.downsample} needs {n} entries in {part}channels and {part}res_blocks, "
+                    f"got {len(channels)} and {len(res_blocks)}"
+                )
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if any(c % self.norm_groups for c in self.channels):
+        if any(c % self.norm_groups for c in (*self.channels, *self.dec_channels)):
             raise ValueError(f"every channel count must be divisible by norm_groups={self.norm_groups}")
+
+    @property
+    def dec_channels(self) -> tuple[int, ...]:
+        return self.channels if self.decoder_channels is None else self.decoder_channels
+
+    @property
+    def dec_res_blocks(self) -> tuple[int, ...]:
+        return self.res_blocks if self.decoder_res_blocks is None else self.decoder_res_blocks
+
+    def encoder_part(self) -> FSQAutoencoderConfig:
+        """The fields that decide the codes (the decoder's own left out): equal for two tokenizers
+        whose encoders are interchangeable."""
+        return dataclasses.replace(self, decoder_channels=None, decoder_res_blocks=None)
 
     def to_dict(self) -> dict:
         data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
         if data["norm"] == "group":  # as written before `norm` existed: old tokenizers keep their identity
             del data["norm"]
+        for key in ("decoder_channels", "decoder_res_blocks"):  # likewise for tokenizers before these
+            if data[key] is None:
+                del data[key]
         return {"kind": "fsq", **data}
 
     @classmethod
@@ -152,11 +175,11 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: FSQAutoencoderConfig):
         super().__init__()
-        ch, g = cfg.channels, cfg.norm_groups
+        ch, g = cfg.dec_channels, cfg.norm_groups
         self.conv_in = nn.Conv2d(len(cfg.levels), ch[-1], 3, padding=1)
         self.levels = nn.ModuleList()
         for i in reversed(range(len(ch))):
-            blocks: list[nn.Module] = [ResBlock(ch[i], g, cfg.norm) for _ in range(cfg.res_blocks[i])]
+            blocks: list[nn.Module] = [ResBlock(ch[i], g, cfg.norm) for _ in range(cfg.dec_res_blocks[i])]
             if i > 0:  # nearest upsampling + conv: no checkerboard artefacts of transposed convs
                 blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch[i], ch[i - 1], 3, padding=1)]
             self.levels.append(nn.Sequential(*blocks))
