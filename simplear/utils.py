@@ -79,6 +79,8 @@ def atomic_path(path: str | os.PathLike):
     tmp = _tmp_sibling(path)
     try:
         yield tmp
+        # A writer may replace the file it was given (safetensors' `save_file` leaves it 0600).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

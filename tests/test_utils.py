@@ -34,6 +34,15 @@ def test_files_and_folders_get_the_umask_mode_not_private(tmp_path, umask_027):
     assert mode(tmp_path / "folder" / "sub" / "private.safetensors") == 0o640
 
 
+def test_safetensors_written_through_atomic_path_get_the_umask_mode(tmp_path, umask_027):
+    import torch
+    from safetensors.torch import save_file
+
+    with atomic_path(tmp_path / "model.safetensors") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
+    assert mode(tmp_path / "model.safetensors") == 0o640
+
+
 def test_a_failed_write_leaves_neither_result_nor_temporary(tmp_path):
     with pytest.raises(RuntimeError):
         with atomic_path(tmp_path / "out.png") as tmp:
