@@ -29,11 +29,9 @@ def main() -> None:
     import torch
 
     from simplear.bundle import load_bundle
-    from simplear.eval.judge import judge_batch
     from simplear.eval.suite import make_suite
-    from simplear.train.suite_eval import generate_codes, geneval_table, heldout_pairs, is_heldout
+    from simplear.train.suite_eval import generate_codes, judge_codes, records_table
     from simplear.visual_tokenizers import load_visual_tokenizer
-    from simplear.visual_tokenizers.images import tensor_to_pil
 
     items = [m for m in make_suite(seed=0) for _ in range(4)]
     bundle = load_bundle(args.bundle)
@@ -47,23 +45,14 @@ def main() -> None:
         codes = generate_codes(bundle, [m["prompt"] for m in items], seed=0, batch_size=args.batch_size)
         torch.save(codes, args.codes)
         print(f"generated {len(items)} images' codes in {time.perf_counter() - started:.1f} s")
-    pairs = heldout_pairs()
     for path in args.tokenizers:
         tokenizer = load_visual_tokenizer(path)
         if tokenizer.codebook_size != bundle.vocab.codebook_size:
             raise SystemExit(f"{path} has {tokenizer.codebook_size} codes, the bundle {bundle.vocab.codebook_size}")
-        records = []
-        for start in range(0, len(items), args.batch_size):
-            images = tensor_to_pil(tokenizer.decode(codes[start : start + args.batch_size]))
-            chunk = items[start : start + args.batch_size]
-            for meta, verdict in zip(chunk, judge_batch(images, chunk)):
-                records.append({"tag": meta["tag"], "correct": verdict.correct, "score": verdict.score,
-                                "heldout": is_heldout(meta, pairs)})
-        table = geneval_table(records)
+        table = records_table(judge_codes(tokenizer, codes, items, batch_size=args.batch_size))
         print(json.dumps({"tokenizer": path, "overall": table["overall"], "partial": table["partial"],
-                          "tags": table["tags"],
-                          "heldout": geneval_table([r for r in records if r["heldout"]])["overall"],
-                          "seen": geneval_table([r for r in records if not r["heldout"]])["overall"]}))
+                          "tags": table["tags"], "heldout": table["heldout"]["overall"],
+                          "seen": table["seen"]["overall"]}))
 
 
 if __name__ == "__main__":

@@ -25,19 +25,16 @@ def main() -> None:
     ap.add_argument("--save-pairs", default=None, help="also save the first --pairs originals and round trips here")
     ap.add_argument("--pairs", type=int, default=16)
     args = ap.parse_args()
-    import numpy as np
     import torch
 
-    from simplear.data.shapes import render_scene, scene_from_metadata
     from simplear.eval.judge import judge_batch
-    from simplear.train.tokenizer_eval import _metadata_line, suite_metadata
+    from simplear.train.tokenizer_eval import suite_lines, suite_renders
     from simplear.visual_tokenizers import load_visual_tokenizer
     from simplear.visual_tokenizers.images import pil_to_tensor, tensor_to_pil
 
     tokenizer = load_visual_tokenizer(args.tokenizer)
-    metadatas = [_metadata_line(m) for m in suite_metadata(0, 553)]
-    scenes = [scene_from_metadata(m, np.random.default_rng([0, i, 0])) for i, m in enumerate(metadatas)]
-    originals = [render_scene(s, args.resolution) for s in scenes]
+    metadatas = suite_lines(0, 553)
+    originals = suite_renders(metadatas, 0, args.resolution)
     round_trips = []
     with torch.inference_mode():
         for start in range(0, len(originals), args.batch_size):

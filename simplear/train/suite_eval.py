@@ -59,6 +59,36 @@ def heldout_pairs() -> set[tuple[str, str]]:
     return set()
 
 
+def judge_codes(visual_tokenizer: Any, codes: torch.Tensor, items: Sequence[dict], *, batch_size: int = 16) -> list[dict]:
+    """Decode `codes` (one image per metadata line of `items`) and judge them: one record per image
+    (see `evaluate_bundle`). Decoded a batch at a time (the tokenizer splits it further on a CPU)."""
+    from simplear.eval.judge import judge_batch
+    from simplear.visual_tokenizers.images import tensor_to_pil
+
+    pairs = heldout_pairs()
+    records = []
+    for start in range(0, len(items), batch_size):
+        images = tensor_to_pil(visual_tokenizer.decode(codes[start : start + batch_size]))
+        chunk = items[start : start + batch_size]
+        for meta, verdict in zip(chunk, judge_batch(images, chunk)):
+            records.append({"prompt": meta["prompt"], "tag": meta["tag"], "correct": bool(verdict.correct),
+                            "score": float(verdict.score), "reason": verdict.reason,
+                            "heldout": is_heldout(meta, pairs), "objects": verdict.details.get("counted"),
+                            "classes": verdict.details.get("classes"),
+                            "asked": sum(int(req["count"]) for req in meta["include"])})
+    return records
+
+
+def records_table(records: Sequence[dict]) -> dict:
+    """GenEval's table of `records`, plus "heldout" / "seen" tables when some prompts are held out."""
+    result = geneval_table(records)
+    held = [r for r in records if r["heldout"]]
+    if held:
+        result["heldout"] = geneval_table(held)
+        result["seen"] = geneval_table([r for r in records if not r["heldout"]])
+    return result
+
+
 @torch.no_grad()
 def generate_codes(bundle: Any, prompts: Sequence[str], *, seed: int, sampling=None, batch_size: int = 16,
                    engine=None) -> torch.Tensor:
@@ -94,32 +124,14 @@ def evaluate_bundle(bundle: Any, metadata: Sequence[dict], *, images_per_prompt:
     given, receives one dict per image (prompt, tag, correct, score, reason, heldout, and `objects`
     the judge counted against `asked`, the number the prompt names, with `classes`: {class: count}).
     """
-    from simplear.eval.judge import judge_batch
-    from simplear.visual_tokenizers.images import tensor_to_pil
-
     if images_per_prompt < 1:
         raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
     started = time.perf_counter()
     items = [m for m in metadata for _ in range(images_per_prompt)]
     codes = generate_codes(bundle, [m["prompt"] for m in items], seed=seed, sampling=sampling,
                            batch_size=batch_size)
-    pairs = heldout_pairs()
-    records = []
-    # Decoded and judged a sampler batch at a time (the tokenizer splits it further on a CPU).
-    for start in range(0, len(items), batch_size):
-        images = tensor_to_pil(bundle.visual_tokenizer.decode(codes[start : start + batch_size]))
-        chunk = items[start : start + batch_size]
-        for meta, verdict in zip(chunk, judge_batch(images, chunk)):
-            records.append({"prompt": meta["prompt"], "tag": meta["tag"], "correct": bool(verdict.correct),
-                            "score": float(verdict.score), "reason": verdict.reason,
-                            "heldout": is_heldout(meta, pairs), "objects": verdict.details.get("counted"),
-                            "classes": verdict.details.get("classes"),
-                            "asked": sum(int(req["count"]) for req in meta["include"])})
-    result = geneval_table(records)
-    held = [r for r in records if r["heldout"]]
-    if held:
-        result["heldout"] = geneval_table(held)
-        result["seen"] = geneval_table([r for r in records if not r["heldout"]])
+    records = judge_codes(bundle.visual_tokenizer, codes, items, batch_size=batch_size)
+    result = records_table(records)
     result["seconds"] = time.perf_counter() - started
     if records_out is not None:
         records_out.extend(records)

@@ -56,19 +56,30 @@ def _metadata_line(item: dict) -> dict:
     return item["metadata"] if "metadata" in item and isinstance(item["metadata"], dict) else item
 
 
+def suite_lines(seed: int, limit: int) -> list[dict]:
+    """The first `limit` GenEval metadata lines of the suite (or sampled ones), unwrapped."""
+    return [_metadata_line(m) for m in suite_metadata(seed, limit)]
+
+
+def suite_renders(metadatas: list[dict], seed: int, resolution: int) -> list:
+    """Ground-truth renders of `metadatas` at `resolution`: image 0 of prompt i exactly as
+    `render_suite(..., seed=seed)` draws it."""
+    from simplear.data.shapes import render_scene, scene_from_metadata
+
+    return [render_scene(scene_from_metadata(m, np.random.default_rng([seed, i, 0])), resolution)
+            for i, m in enumerate(metadatas)]
+
+
 def evaluate_tokenizer(cfg: TokenizerEvalConfig) -> dict:
     """PSNR, codebook usage and judge scores (originals vs round-trips) at each resolution."""
-    from simplear.data.shapes import render_scene, scene_from_metadata
     from simplear.eval.judge import judge
 
     tokenizer = load_visual_tokenizer(cfg.tokenizer, device=cfg.device or ("cuda" if torch.cuda.is_available() else None))
-    metadatas = [_metadata_line(m) for m in suite_metadata(cfg.suite_seed, cfg.num_images)]
+    metadatas = suite_lines(cfg.suite_seed, cfg.num_images)
     report: dict = {"tokenizer": str(Path(cfg.tokenizer)), "codebook_size": tokenizer.codebook_size,
                     "downsample": tokenizer.downsample, "prompts": len(metadatas), "resolutions": {}}
     for resolution in cfg.resolutions:
-        # Image 0 of prompt i exactly as `render_suite(..., seed=suite_seed)` draws it.
-        scenes = [scene_from_metadata(m, np.random.default_rng([cfg.suite_seed, i, 0])) for i, m in enumerate(metadatas)]
-        originals = [render_scene(s, resolution) for s in scenes]
+        originals = suite_renders(metadatas, cfg.suite_seed, resolution)
         t0 = time.time()
         round_trips, se, count, used = [], 0.0, 0, set()
         for i in range(0, len(originals), cfg.batch_size):
