@@ -221,6 +221,28 @@ def test_freeze_encoder_trains_the_decoder_and_keeps_every_code(tmp_path):
         TokenizerTrainConfig(freeze_encoder=True)
 
 
+def test_a_frozen_encoder_gives_the_decoder_its_inference_codes_under_bf16_autocast():
+    """Decoder-only training in bf16 must still see exactly the float32 codes `encode` gives."""
+    from simplear.visual_tokenizers import FSQAutoencoder
+
+    torch.manual_seed(8)
+    model = FSQAutoencoder(FSQAutoencoderConfig(**{k: TINY[k] for k in ("levels", "downsample", "channels",
+                                                                         "res_blocks")}))
+    model.encoder.requires_grad_(False)
+    images = torch.rand(6, 3, 32, 32) * 2 - 1
+    expected = model.encode(images)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        recon, codes = model(images, frozen_encoder=True)
+        _, bf16_codes = model(images)
+    assert torch.equal(codes, expected)
+    assert recon.dtype == torch.bfloat16  # the decoder itself did run under autocast
+    recon.float().square().mean().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    # What the flag guards against: the bf16 encoder moves codes (a sanity check of this test's premise).
+    assert not torch.equal(bf16_codes, expected)
+
+
 def test_a_new_larger_decoder_for_an_existing_encoder_keeps_every_code(tmp_path):
     """--decoder-channels with --freeze-encoder: init_from's encoder, a fresh decoder of another width."""
     from simplear.visual_tokenizers import FSQAutoencoder

@@ -395,7 +395,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, log=print) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = plan.lr
         with autocast():
-            recon, codes = model(x)
+            recon, codes = model(x, frozen_encoder=cfg.freeze_encoder)
         recon = recon.float()
         diff = recon - x
         if plan.edge_weight:

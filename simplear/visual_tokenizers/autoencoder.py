@@ -248,10 +248,20 @@ class FSQAutoencoder(nn.Module):
                     module.weight.data = module.weight.data.contiguous(memory_format=layout)
             self._layout = layout
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training pass: (reconstruction, codes), gradients flow through FSQ straight-through."""
+    def forward(self, images: torch.Tensor, frozen_encoder: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass: (reconstruction, codes), gradients flow through FSQ straight-through.
+
+        `frozen_encoder=True` (decoder-only training) runs the encoder and FSQ as `encode` does:
+        float32 even inside an autocast region, and without a graph, so the decoder learns from
+        exactly the codes it will be given at inference (a bf16 encoder moves some of them).
+        """
         self._use_layout(inference=False)
-        zq, codes = self.quantizer(self.encoder(self._check_images(images)))
+        images = self._check_images(images)
+        if frozen_encoder:
+            with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False):
+                zq, codes = self.quantizer(self.encoder(images))
+        else:
+            zq, codes = self.quantizer(self.encoder(images))
         return self.decoder(zq), codes
 
     def _pieces(self, batch: torch.Tensor, pixels_per_item: int) -> tuple[torch.Tensor, ...]:
