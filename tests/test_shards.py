@@ -153,6 +153,45 @@ def test_dataset_reads_shards_and_refuses_mismatches(setup, tmp_path):
         TokenShardDataset(tmp_path, visual_tokenizer=tok, resolution=32)
 
 
+def test_a_tokenizer_with_only_another_decoder_reads_the_shards(setup, tmp_path):
+    """Codes depend on the encoder alone: a decoder trained with --freeze-encoder keeps shards valid."""
+    data, tok = setup
+    tokenize_dataset(_cfg(data, tok, tmp_path / "out"), log=lambda *_: None)
+    redecoded = load_visual_tokenizer(tok)
+    with torch.no_grad():
+        for p in redecoded.decoder.parameters():
+            p.add_(0.01)
+    redecoded.save_pretrained(tmp_path / "redecoded")
+    assert len(TokenShardDataset(tmp_path / "out", visual_tokenizer=tmp_path / "redecoded", resolution=32)) == GOOD
+    reencoded = load_visual_tokenizer(tok)
+    with torch.no_grad():
+        next(reencoded.encoder.parameters()).add_(0.01)
+    with pytest.raises(ValueError, match="another visual tokenizer .codes_sha256"):
+        TokenShardDataset(tmp_path / "out", visual_tokenizer=reencoded, resolution=32)
+    # A manifest written before identities had codes_sha256 is held to the whole tokenizer's sha256.
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    del manifest["visual_tokenizer"]["codes_sha256"]
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
+    assert len(TokenShardDataset(tmp_path / "out", visual_tokenizer=tok, resolution=32)) == GOOD
+    with pytest.raises(ValueError, match="another visual tokenizer .sha256"):
+        TokenShardDataset(tmp_path / "out", visual_tokenizer=tmp_path / "redecoded", resolution=32)
+
+
+def test_a_run_begun_before_codes_sha256_resumes(setup, tmp_path):
+    data, tok = setup
+    out = tmp_path / "out"
+    tokenize_dataset(_cfg(data, tok, out, limit=4), log=lambda *_: None)
+    rows = len(TokenShardDataset(out, visual_tokenizer=tok, resolution=32))
+    (out / "manifest.json").unlink()
+    (out / "shard-00000.json").unlink()  # as if killed before the first shard was recorded
+    run = json.loads((out / "tokenize.json").read_text())
+    del run["visual_tokenizer"]["codes_sha256"]
+    (out / "tokenize.json").write_text(json.dumps(run))
+    manifest = tokenize_dataset(_cfg(data, tok, out, limit=4), log=lambda *_: None)
+    assert "codes_sha256" not in manifest["visual_tokenizer"]
+    assert len(TokenShardDataset(out, visual_tokenizer=tok, resolution=32)) == rows
+
+
 def test_mixture_strategies(setup, tmp_path):
     data, tok = setup
     tokenize_dataset(_cfg(data, tok, tmp_path / "a"), log=lambda *_: None)

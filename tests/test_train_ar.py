@@ -332,3 +332,23 @@ def test_compiled_loss_module_trains_alike_and_saves_plain_names(tmp_path, monke
     keys = load_bundle(fast, device="cpu").model.state_dict().keys()
     assert keys == load_bundle(plain, device="cpu").model.state_dict().keys()
     assert not any("_orig_mod" in k for k in keys)
+
+
+def test_fine_tuning_a_bundle_needs_its_encoder_not_its_decoder():
+    """SFT/GRPO on a bundle checks the shards' tokenizer makes the bundle's codes: the encoder must
+    match; a decoder of its own (trained with --freeze-encoder) is fine."""
+    import torch
+
+    from simplear.bundle import DEFAULT_ASSET
+    from simplear.train.ar_setup import _check_same_visual_tokenizer
+    from simplear.visual_tokenizers import load_visual_tokenizer
+
+    bundle = DEFAULT_ASSET
+    tokenizer = load_visual_tokenizer(bundle / "visual_tokenizer")
+    with torch.no_grad():
+        tokenizer.decoder.conv_out.bias.add_(0.01)
+    _check_same_visual_tokenizer(bundle, tokenizer)
+    with torch.no_grad():
+        tokenizer.encoder.conv_in.bias.add_(0.01)
+    with pytest.raises(ValueError, match="encoders differ"):
+        _check_same_visual_tokenizer(bundle, tokenizer)

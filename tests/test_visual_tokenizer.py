@@ -1,6 +1,7 @@
 """Visual tokenizers: FSQ math, our autoencoder, the Cosmos loader on TorchScript stand-ins, images."""
 
 import dataclasses
+import hashlib
 import json
 
 import numpy as np
@@ -154,6 +155,14 @@ def test_fingerprint_changes_with_weights():
     with torch.no_grad():
         b.decoder.conv_out.bias.add_(1e-3)
     assert a.fingerprint() != b.fingerprint()
+    # The codes' identity ignores the decoder (its own shape included) and follows the encoder.
+    assert a.codes_fingerprint() == b.codes_fingerprint() != a.fingerprint()
+    wide = FSQAutoencoder(dataclasses.replace(TINY, decoder_channels=tuple(2 * c for c in TINY.channels)))
+    wide.encoder.load_state_dict(a.encoder.state_dict())
+    assert wide.codes_fingerprint() == a.codes_fingerprint()
+    with torch.no_grad():
+        b.encoder.conv_in.bias.add_(1e-3)
+    assert a.codes_fingerprint() != b.codes_fingerprint()
 
 
 def test_pixel_norm_makes_codes_depend_only_on_nearby_pixels():
@@ -250,7 +259,10 @@ def test_cosmos_loader_wraps_time_axis(tmp_path):
     y = tok.decode(codes)
     assert y.shape == x.shape
     assert torch.allclose(y, x, atol=1.5 / 39)
-    assert len(tokenizer_identity(tok)["sha256"]) == 64
+    identity = tokenizer_identity(tok)
+    assert len(identity["sha256"]) == 64
+    encoder_bytes = (tmp_path / "cosmos" / "encoder.jit").read_bytes()
+    assert identity["codes_sha256"] == hashlib.sha256(encoder_bytes).hexdigest() != identity["sha256"]
 
 
 class _BadEncoder(torch.nn.Module):

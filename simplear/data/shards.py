@@ -280,6 +280,8 @@ def tokenize_dataset(cfg: TokenizeConfig, visual_tokenizer=None, log=print) -> d
             atomic_write_json(run_path, run)
         _barrier(world)
         previous = json.loads(run_path.read_text())
+        if "codes_sha256" not in previous["visual_tokenizer"]:  # begun before identities had it: resume it
+            run["visual_tokenizer"] = {k: v for k, v in run["visual_tokenizer"].items() if k != "codes_sha256"}
         if previous != run:
             changed = sorted(k for k in set(run) | set(previous) if run.get(k) != previous.get(k))
             raise ValueError(f"{out} holds shards of another run (differs in {', '.join(changed)}); use a fresh --out")

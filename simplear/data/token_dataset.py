@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from simplear.data.shards import FORMAT
+from simplear.visual_tokenizers import same_codes
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,12 @@ class _Shards:
         if manifest.get("format") != FORMAT:
             raise ValueError(f"{manifest_path} is not a simplear token shard manifest")
         theirs = manifest["visual_tokenizer"]
-        for key in ("kind", "codebook_size", "sha256"):
-            if theirs.get(key) != identity.get(key):
-                raise ValueError(
-                    f"{folder} was tokenised with another visual tokenizer ({key}: {theirs.get(key)!r}, "
-                    f"expected {identity.get(key)!r}); re-tokenise it with this tokenizer"
-                )
+        key = same_codes(theirs, identity)
+        if key is not None:
+            raise ValueError(
+                f"{folder} was tokenised with another visual tokenizer ({key}: {theirs.get(key)!r}, "
+                f"expected {identity.get(key)!r}); re-tokenise it with this tokenizer"
+            )
         if manifest["resolution"] != resolution:
             raise ValueError(f"{folder} holds {manifest['resolution']} px codes, but {resolution} px were asked for")
         self.grid = tuple(manifest["grid"])

@@ -91,11 +91,11 @@ def _check_same_visual_tokenizer(bundle_dir: Path, visual_tokenizer: Any) -> Non
     from simplear.bundle import load_bundle
 
     ref = load_bundle(bundle_dir, device="cpu", load_visual=True).visual_tokenizer
-    a = getattr(ref, "fingerprint", None)
-    b = getattr(visual_tokenizer, "fingerprint", None)
-    if a is not None and b is not None and a() != b():
+    a = getattr(ref, "codes_fingerprint", None)
+    b = getattr(visual_tokenizer, "codes_fingerprint", None)
+    if a is not None and b is not None and a() != b():  # a decoder of its own (--freeze-encoder) is fine
         raise ValueError(f"the model in {bundle_dir} was trained with another visual tokenizer than "
-                         "data.visual_tokenizer (fingerprints differ): its codes would mean other things")
+                         "data.visual_tokenizer (their encoders differ): its codes would mean other things")
 
 
 def build_vocab_and_model(config: TrainConfig, visual_tokenizer: Any, captions: list[list[str]],

@@ -31,6 +31,7 @@ __all__ = [
     "VisualTokenizer",
     "load_visual_tokenizer",
     "pil_to_tensor",
+    "same_codes",
     "tensor_to_pil",
     "tokenizer_identity",
 ]
@@ -51,6 +52,8 @@ class VisualTokenizer(Protocol):
     def to(self, device): ...
 
     def fingerprint(self) -> str: ...
+
+    def codes_fingerprint(self) -> str: ...
 
 
 def load_visual_tokenizer(path: str | Path, device: str | torch.device | None = None) -> VisualTokenizer:
@@ -81,4 +84,13 @@ def tokenizer_identity(tokenizer: VisualTokenizer) -> dict:
         "codebook_size": int(tokenizer.codebook_size),
         "downsample": int(tokenizer.downsample),
         "sha256": tokenizer.fingerprint(),
+        "codes_sha256": tokenizer.codes_fingerprint(),
     }
+
+
+def same_codes(a: dict, b: dict) -> str | None:
+    """None when identities `a` and `b` (from `tokenizer_identity`) make the same codes, else the
+    first field that tells them apart. Identities written before `codes_sha256` existed are compared
+    by their whole-tokenizer `sha256`."""
+    keys = ["kind", "codebook_size", "codes_sha256" if a.get("codes_sha256") and b.get("codes_sha256") else "sha256"]
+    return next((key for key in keys if a.get(key) != b.get(key)), None)

@@ -296,6 +296,13 @@ class FSQAutoencoder(nn.Module):
         """sha256 of the config and the weights: what token shards record as the tokenizer's identity."""
         return state_sha256(self, prefix=json.dumps(self.config.to_dict(), sort_keys=True).encode())
 
+    def codes_fingerprint(self) -> str:
+        """sha256 of what decides the codes (the encoder's config, the encoder and FSQ weights): equal
+        for two tokenizers that differ only in their decoders (`--freeze-encoder`), whose shards and
+        models are therefore interchangeable."""
+        prefix = b"codes:" + json.dumps(self.config.encoder_part().to_dict(), sort_keys=True).encode()
+        return state_sha256(nn.ModuleDict({"encoder": self.encoder, "quantizer": self.quantizer}), prefix=prefix)
+
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
         """Write `config.json` and `model.safetensors` (each atomically) into `directory`.
 

@@ -110,10 +110,17 @@ class CosmosTokenizer:
 
     def fingerprint(self) -> str:
         """sha256 over the two TorchScript files (the tokenizer identity in shard manifests)."""
+        return self._files_sha256((ENCODER_NAME, DECODER_NAME))
+
+    def codes_fingerprint(self) -> str:
+        """sha256 over `encoder.jit` alone: what decides the codes."""
+        return self._files_sha256((ENCODER_NAME,))
+
+    def _files_sha256(self, names: tuple[str, ...]) -> str:
         if self.source is None:
             raise ValueError("this Cosmos tokenizer was not loaded from a folder; no fingerprint")
         digest = hashlib.sha256()
-        for name in (ENCODER_NAME, DECODER_NAME):
+        for name in names:
             with open(Path(self.source) / name, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
