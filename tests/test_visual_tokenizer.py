@@ -319,3 +319,19 @@ def test_save_half_precision_is_smaller_and_loads_as_float32(tmp_path):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError):
         model.save_pretrained(tmp_path / "bad", dtype=torch.int8)
+    with pytest.raises(ValueError):
+        model.save_pretrained(tmp_path / "bad", decoder_dtype=torch.int8)
+
+
+def test_a_half_precision_decoder_beside_a_float32_encoder_keeps_the_codes(tmp_path):
+    torch.manual_seed(1)
+    model = FSQAutoencoder(TINY)
+    model.save_pretrained(tmp_path / "mixed", decoder_dtype=torch.float16)
+    loaded = load_visual_tokenizer(tmp_path / "mixed")
+    assert loaded.codes_fingerprint() == model.codes_fingerprint()  # the encoder's bits are untouched
+    assert loaded.fingerprint() != model.fingerprint()
+    for name, value in loaded.state_dict().items():
+        rounded = model.state_dict()[name].half().float() if name.startswith("decoder.") else model.state_dict()[name]
+        assert torch.equal(value, rounded), name
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    assert torch.equal(loaded.encode(images), model.encode(images))

@@ -303,17 +303,23 @@ class FSQAutoencoder(nn.Module):
         prefix = b"codes:" + json.dumps(self.config.encoder_part().to_dict(), sort_keys=True).encode()
         return state_sha256(nn.ModuleDict({"encoder": self.encoder, "quantizer": self.quantizer}), prefix=prefix)
 
-    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32,
+                        decoder_dtype: torch.dtype | None = None) -> Path:
         """Write `config.json` and `model.safetensors` (each atomically) into `directory`.
 
         `dtype=torch.float16` halves the file (for shipping inside the package); loading casts
         the weights back to float32, so the loaded model's fingerprint is that of the rounded weights.
+        `decoder_dtype` (default: `dtype`) stores the decoder alone in another dtype: float32
+        encoder + float16 decoder keeps every code (and `codes_fingerprint`) of a float32 tokenizer.
         """
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+        decoder_dtype = dtype if decoder_dtype is None else decoder_dtype
+        for value in (dtype, decoder_dtype):
+            if value not in (torch.float32, torch.float16, torch.bfloat16):
+                raise ValueError(f"dtype must be float32, float16 or bfloat16, got {value}")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().to(dtype).contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().to(decoder_dtype if k.startswith("decoder.") else dtype).contiguous()
+                 for k, v in self.state_dict().items()}
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": "pt", "kind": "fsq"})
         config = {**self.config.to_dict(), "codebook_size": self.codebook_size}
