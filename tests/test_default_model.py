@@ -32,6 +32,25 @@ def test_the_bundle_ships_small_and_in_half_precision():
     assert config["image_size"] == 128
     assert config["sampling"]["cfg_scale"] >= 1.0 and config["sampling"]["temperature"] > 0
     assert (DEFAULT_ASSET / "README.md").is_file()  # the model card travels with the weights
+    # The visual tokenizer: its decoder in float16, its encoder in float32 (so the codes are exact).
+    with safe_open(DEFAULT_ASSET / "visual_tokenizer" / "model.safetensors", "pt") as f:
+        kinds = {(k.split(".")[0], f.get_slice(k).get_dtype()) for k in f.keys()}
+    assert {part for part, _ in kinds} == {"encoder", "decoder"}
+    assert {dtype for part, dtype in kinds if part == "decoder"} == {"F16"}
+    assert {dtype for part, dtype in kinds if part == "encoder"} == {"F32"}
+
+
+def test_the_default_tokenizer_round_trips_the_suite_at_both_resolutions():
+    """Issue 3's bar on the shipped tokenizer: the judge passes >= 0.95 of the suite's ground-truth
+    renders after encode + decode, at 64 px (pretraining) and 128 px (SFT, GRPO, sampling). The first
+    160 prompts here (a few seconds); all 553 are in docs/benchmarks.md (0.976 and 1.000)."""
+    from simplear.train.tokenizer_eval import TokenizerEvalConfig, evaluate_tokenizer
+
+    report = evaluate_tokenizer(TokenizerEvalConfig(str(DEFAULT_ASSET / "visual_tokenizer"), num_images=160,
+                                                    device="cpu"))
+    for resolution in ("64", "128"):
+        assert report["resolutions"][resolution]["judge_accuracy_original"] == 1.0
+        assert report["resolutions"][resolution]["judge_accuracy_roundtrip"] >= 0.95, report["resolutions"]
 
 
 def test_pipeline_from_pretrained_with_no_path_draws_what_is_asked(pipe):
