@@ -84,7 +84,8 @@ def tokenizer_identity(tokenizer: VisualTokenizer) -> dict:
         "codebook_size": int(tokenizer.codebook_size),
         "downsample": int(tokenizer.downsample),
         "sha256": tokenizer.fingerprint(),
-        "codes_sha256": tokenizer.codes_fingerprint(),
+        # A tokenizer of the user's own without codes_fingerprint is matched by `sha256` alone.
+        **({"codes_sha256": tokenizer.codes_fingerprint()} if hasattr(tokenizer, "codes_fingerprint") else {}),
     }
 
 
