@@ -2,8 +2,8 @@
 
     python scripts/ab_decoder_speed.py TOKENIZER [TOKENIZER ...] [--threads 2] [--rounds 3] [--batch 64]
 
-Renders the first `--batch` scenes of the evaluation suite at 64 and 128 px, encodes them with the
-first tokenizer, and decodes those codes with every tokenizer in turn, `--rounds` rounds after one
+Renders the first `--batch` prompts of the evaluation suite at 64 and 128 px (their ground-truth
+renders, as `simplear eval tokenizer` draws them), encodes them with the first tokenizer, and decodes those codes with every tokenizer in turn, `--rounds` rounds after one
 warm-up (the tokenizers must share a codebook; with one encoder, as after `--freeze-encoder`, only
 the decoders differ). Prints every round and the fastest of each, as ratios to the first.
 """
@@ -11,12 +11,10 @@ the decoders differ). Prints every round and the fastest of each, as ratios to t
 import argparse
 import time
 
-import numpy as np
 import torch
 
-from simplear.data.shapes import render_array, scene_from_metadata
-from simplear.eval.suite import make_suite
-from simplear.visual_tokenizers import load_visual_tokenizer
+from simplear.train.tokenizer_eval import suite_lines, suite_renders
+from simplear.visual_tokenizers import load_visual_tokenizer, pil_to_tensor
 
 
 def main() -> None:
@@ -30,12 +28,10 @@ def main() -> None:
     toks = [load_visual_tokenizer(path, device="cpu") for path in args.tokenizers]
     if len({t.codebook_size for t in toks}) != 1:
         raise SystemExit("the tokenizers have different codebooks: they cannot decode the same codes")
-    suite = make_suite(0)[: args.batch]
+    metadatas = suite_lines(0, args.batch)
     print(f"{args.threads} threads, batch {args.batch}, decode ms per image")
     for resolution in (64, 128):
-        rng = np.random.default_rng(0)
-        arrays = np.stack([render_array(scene_from_metadata(m, rng), resolution) for m in suite])
-        images = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        images = pil_to_tensor(suite_renders(metadatas, 0, resolution))
         with torch.inference_mode():
             codes = toks[0].encode(images)
             best = [float("inf")] * len(toks)
