@@ -133,7 +133,7 @@ def test_reward_rises_when_the_loop_optimises_what_it_samples(tmp_path):
     first = sum(r["reward_mean"] for r in log[:3]) / 3
     last = sum(r["reward_mean"] for r in log[-3:]) / 3
     assert last > first + 0.2, (first, last)
-    for key in ("reward_std", "kl", "clip_fraction", "tokens_per_s", "lr"):
+    for key in ("reward_std", "flat_groups", "kl", "clip_fraction", "tokens_per_s", "lr"):
         assert key in log[-1]
     assert log[-1]["kl"] > 0  # the policy moved away from the reference
     saved = json.loads((tmp_path / "bundle" / "simplear.json").read_text())
@@ -246,6 +246,31 @@ def test_training_prompts_avoid_held_out_pairs_and_cover_every_tag(tmp_path):
         read_prompt_file(bad)
     with pytest.raises(FileNotFoundError):
         read_prompt_file(tmp_path / "none.jsonl")
+
+
+def test_tag_weights_set_the_training_prompts_mix_and_bad_ones_are_refused(tmp_path):
+    from collections import Counter
+
+    from simplear.train.grpo_prompts import training_prompts
+
+    equal = training_prompts(GRPOConfig(seed=0), pool_size=600)
+    # Naming a tag at weight 1 is the equal mix: the same pool, prompt for prompt.
+    assert training_prompts(GRPOConfig(seed=0, tag_weights="colors=1"), pool_size=600) == equal
+    weighted = training_prompts(GRPOConfig(seed=0, tag_weights="single_object=0,colors=0.5"), pool_size=3000)
+    counts = Counter(m["tag"] for m in weighted)
+    assert counts["single_object"] == 0
+    # colours at half the weight of each of the four others: 1/9 of the pool (333), give or take.
+    assert 250 < counts["colors"] < 420
+    assert all(560 < counts[t] < 780 for t in ("two_object", "counting", "position", "color_attr"))
+
+    for text, words in (("shapes=1", "TAG one of"), ("colors=-1", "WEIGHT >= 0"), ("colors", "TAG=WEIGHT"),
+                        ("single_object=0,two_object=0,counting=0,colors=0,position=0,color_attr=0", "all be 0")):
+        with pytest.raises(ValueError, match=words):
+            GRPOConfig(tag_weights=text)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a photo of a cat"}\n')
+    with pytest.raises(ValueError, match="prompts file"):
+        GRPOConfig(tag_weights="colors=1", prompts=str(prompts))
 
 
 def test_rollout_samples_in_its_own_batch_size_and_scores_in_micro_batches():

@@ -23,6 +23,17 @@ def test_group_advantages_by_hand():
     assert torch.allclose(group_advantages(torch.tensor([0.0, 1.0]), 2, eps=0.0), torch.tensor([-1.0, 1.0]))
 
 
+def test_flat_groups_are_the_groups_without_signal():
+    from simplear.train.grpo_loss import flat_group_fraction
+
+    rewards = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.5, 0.5, 0.0, 0.0])
+    assert flat_group_fraction(rewards, 2) == 0.75  # (1, 1), (0.5, 0.5), (0, 0) of four groups
+    assert flat_group_fraction(rewards, 4) == 0.0
+    assert (group_advantages(rewards, 2).view(-1, 2).abs().sum(dim=1) == 0).float().mean() == 0.75
+    with pytest.raises(ValueError, match="groups of 3"):
+        flat_group_fraction(rewards, 3)
+
+
 def test_group_advantages_rejects_ragged_groups():
     with pytest.raises(ValueError, match="groups of 3"):
         group_advantages(torch.zeros(4), group_size=3)

@@ -374,14 +374,17 @@ def test_stage_config_overrides_reach_the_saved_recipe_and_bad_ones_fail_at_once
 def test_grpo_overrides_reach_the_saved_recipe_and_bad_ones_fail_at_once(tmp_path, capsys):
     out = tmp_path / "grpo-sets"
     assert run_cli("recipe", "shapes", "--out", out, "--smoke", "--until", "data", "--grpo-steps", "50",
-                   "--grpo-set", "passes=3", "--grpo-set", "beta=0") == 0
+                   "--grpo-set", "passes=3", "--grpo-set", "beta=0",
+                   "--grpo-set", "tag_weights=single_object=0.1,colors=0.4") == 0
     saved = json.loads((out / "recipe.json").read_text())["grpo_overrides"]
     assert (saved["steps"], saved["passes"], saved["beta"]) == (50, 3, 0.0)
+    assert saved["tag_weights"] == "single_object=0.1,colors=0.4"
     assert saved["group_size"] == 2 and saved["progress"] is False  # the smoke recipe's other settings stay
     assert "--grpo-set passes=3 --grpo-set beta=0" in (out / "MODEL_CARD.md").read_text()
     capsys.readouterr()
     for item, words in (("passes=x", "passes"), ("group_size=1", "group_size must be >= 2"),
-                        ("out=elsewhere", "the recipe sets"), ("lrr=1", "lrr")):
+                        ("out=elsewhere", "the recipe sets"), ("lrr=1", "lrr"),
+                        ("tag_weights=cats=1", "TAG one of")):
         assert run_cli("recipe", "shapes", "--out", tmp_path / "bad", "--smoke", "--grpo-set", item) == 2
         assert words in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -60,25 +60,12 @@ def _tokenizer_set(config, items: list[str]) -> dict:
 
 def tag_weights(text: str) -> dict:
     """`TAG=W[,TAG=W...]` as the full {tag: weight} mix: tags not named keep GenEval's weight."""
-    import math
+    from simplear.data.shapes import GENEVAL_TAG_WEIGHTS, parse_tag_weights
 
-    from simplear.data.shapes import GENEVAL_TAG_WEIGHTS, TAGS
-
-    mix = dict(GENEVAL_TAG_WEIGHTS)
-    for item in text.split(","):
-        tag, sep, value = item.partition("=")
-        tag = tag.strip()
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = math.nan
-        if not sep or tag not in TAGS or not math.isfinite(weight) or weight < 0:
-            raise argparse.ArgumentTypeError(
-                f"expected TAG=WEIGHT[,TAG=WEIGHT...] with TAG one of {', '.join(TAGS)} and WEIGHT >= 0, got {item!r}")
-        mix[tag] = weight
-    if sum(mix.values()) <= 0:
-        raise argparse.ArgumentTypeError("the tag weights must not all be 0")
-    return mix
+    try:
+        return parse_tag_weights(text, dict(GENEVAL_TAG_WEIGHTS))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _recipe(args: argparse.Namespace) -> int:
@@ -153,6 +140,10 @@ def register(top, groups) -> None:
     p.add_argument("--reward", default=None,
                    help="reward spec: shapes | shapes:strict | shapes:exact | shapes:exact-partial | clip:PATH | 0.8*shapes+0.2*clip:PATH (default shapes)")
     p.add_argument("--prompts", default=None, help="JSONL of GenEval metadata lines (default: ShapesWorld prompts)")
+    p.add_argument("--tag-weights", dest="tag_weights", default=None, metavar="TAG=W,...",
+                   help="the ShapesWorld training prompts' mix of GenEval's six tags, e.g. "
+                        "single_object=0.1,colors=0.4 (tags not named keep weight 1; default: all equal); "
+                        "not with --prompts")
     p.add_argument("--eval-prompts", dest="eval_prompts", default=None,
                    help="JSONL for periodic evaluation (default: the ShapesWorld suite)")
     p.add_argument("--steps", type=int, default=None)

@@ -349,6 +349,29 @@ GENEVAL_TAG_WEIGHTS = (
 MAX_OBJECTS = 8
 
 
+def parse_tag_weights(text: str, base: dict[str, float]) -> dict[str, float]:
+    """`TAG=W[,TAG=W...]` applied over `base` ({tag: weight}): the full mix, tags not named keep
+    their weight in `base`. Raises ValueError, naming the item, on an unknown tag, a weight that is
+    not a finite number >= 0, or a mix whose weights are all 0."""
+    import math
+
+    mix = dict(base)
+    for item in text.split(","):
+        tag, sep, value = item.partition("=")
+        tag = tag.strip()
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not sep or tag not in TAGS or not math.isfinite(weight) or weight < 0:
+            raise ValueError(
+                f"expected TAG=WEIGHT[,TAG=WEIGHT...] with TAG one of {', '.join(TAGS)} and WEIGHT >= 0, got {item!r}")
+        mix[tag] = weight
+    if sum(mix.values()) <= 0:
+        raise ValueError("the tag weights must not all be 0")
+    return mix
+
+
 @dataclass(frozen=True)
 class ShapesConfig:
     """How scenes are sampled. Sizes, gaps and margins are fractions of the image side."""

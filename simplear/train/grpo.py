@@ -30,7 +30,7 @@ import torch
 
 from simplear.train import distributed as dist_utils
 from simplear.train.checkpoint import latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint
-from simplear.train.grpo_loss import LossStats, group_advantages, grpo_loss
+from simplear.train.grpo_loss import LossStats, flat_group_fraction, group_advantages, grpo_loss
 from simplear.train.grpo_prompts import evaluation_prompts, prompts_for_step, training_prompts
 from simplear.train.grpo_rollout import GuidedPolicy, Rollout, check_policy_config, sample_rollout
 from simplear.train.logging import RunLogger
@@ -51,6 +51,10 @@ class GRPOConfig:
     out: str = "runs/grpo"
     reward: str = "shapes"  # reward spec, see simplear.rewards.build_reward
     prompts: str | None = None  # JSONL of GenEval metadata lines; None: ShapesWorld training prompts
+    # The ShapesWorld training prompts' tag mix, "TAG=W,..." over equal weights ("" = all equal):
+    # rollouts of tags the model already gets right give every image of a group the same reward,
+    # so no advantage, and weighting them down spends the rollouts where groups disagree.
+    tag_weights: str = ""
     eval_prompts: str | None = None  # JSONL for periodic evaluation; None: the ShapesWorld suite
     steps: int = 100
     prompts_per_step: int = 4  # P (global, over all ranks)
@@ -111,11 +115,24 @@ class GRPOConfig:
         check_precision(self.precision)
         if self.sampler not in ("engine", "reference"):
             raise ValueError(f"sampler must be 'engine' or 'reference', got {self.sampler!r}")
+        if self.tag_weights:
+            if self.prompts:
+                raise ValueError("tag_weights weighs the ShapesWorld training prompts; with a prompts file, "
+                                 "write the mix you want into the file instead")
+            grpo_tag_weights(self.tag_weights)  # raises, naming the bad item
         if self.beta < 0 or self.clip_eps <= 0:
             raise ValueError(f"need beta >= 0 and clip_eps > 0, got beta={self.beta}, clip_eps={self.clip_eps}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def grpo_tag_weights(text: str) -> dict[str, float]:
+    """GRPO's ShapesWorld prompt mix: `TAG=W,...` over equal weights for GenEval's six tags."""
+    from simplear.data.shapes import TAGS, parse_tag_weights
+
+    equal = dict.fromkeys(TAGS, 1.0)
+    return parse_tag_weights(text, equal) if text else equal
 
 
 # ---- distributed helpers ---------------------------------------------------------------------
@@ -287,7 +304,7 @@ def train_grpo(
         from simplear.sampling.engine import FastEngine
 
         engine = FastEngine(model, vocab.visual_offset, vocab.codebook_size)
-    pool = training_prompts(config) if (config.prompts or reward is None) else None
+    pool = training_prompts(config) if (config.prompts or config.tag_weights or reward is None) else None
     eval_fn = evaluate if evaluate is not None else _judge_evaluator(config, sampling)
     grid = tuple(bundle.config.grid)
     num_tokens = int(grid[0] * grid[1])
@@ -349,6 +366,8 @@ def train_grpo(
             "step": step + 1,
             "reward_mean": float(all_rewards.mean()),
             "reward_std": float(all_rewards.std(unbiased=False)),
+            # Groups whose images all scored the same: zero advantages, so no policy gradient from them.
+            "flat_groups": flat_group_fraction(all_rewards, config.group_size),
             "kl": float(means[0]),
             "clip_fraction": float(means[1]),
             "loss": float(means[2]),

@@ -42,6 +42,15 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
     return adv.reshape(-1)
 
 
+def flat_group_fraction(rewards: torch.Tensor, group_size: int) -> float:
+    """The share of groups whose rewards are all equal: their advantages are zero, so they give
+    the policy no gradient (only the KL term). Rewards laid out group after group, as above."""
+    rewards = torch.as_tensor(rewards, dtype=torch.float32)
+    if rewards.ndim != 1 or group_size < 1 or rewards.numel() % group_size:
+        raise ValueError(f"{tuple(rewards.shape)} rewards do not split into groups of {group_size}")
+    return float((rewards.view(-1, group_size).std(dim=1, unbiased=False) == 0).float().mean())
+
+
 @dataclass(frozen=True)
 class LossStats:
     """Detached summaries of one loss evaluation (floats, for logging)."""

@@ -29,7 +29,7 @@ def training_prompts(config: GRPOConfig, pool_size: int = 4096) -> list[dict]:
 
     ShapesWorld lines come from `sample_metadata` (which never picks a held-out (colour, class)
     pair, so held-out scores stay a measure of generalisation) with the six tags equally likely,
-    because GenEval's overall score weighs the tags equally.
+    because GenEval's overall score weighs the tags equally, or in the mix `config.tag_weights` gives.
     """
     if config.prompts:
         return read_prompt_file(config.prompts)
@@ -37,8 +37,10 @@ def training_prompts(config: GRPOConfig, pool_size: int = 4096) -> list[dict]:
 
     from simplear.data.captions import canonical_prompt
     from simplear.data.shapes import TAGS, ShapesConfig, sample_metadata
+    from simplear.train.grpo import grpo_tag_weights
 
-    shapes_config = ShapesConfig(tag_weights=tuple((tag, 1.0) for tag in TAGS))
+    mix = grpo_tag_weights(config.tag_weights)
+    shapes_config = ShapesConfig(tag_weights=tuple((tag, mix[tag]) for tag in TAGS))
     rng = np.random.default_rng(config.seed + 1)
     pool = []
     for _ in range(pool_size):
