@@ -31,7 +31,12 @@ import torch
 from simplear.train import distributed as dist_utils
 from simplear.train.checkpoint import latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint
 from simplear.train.grpo_loss import LossStats, flat_group_fraction, group_advantages, grpo_loss
-from simplear.train.grpo_prompts import evaluation_prompts, prompts_for_step, training_prompts
+from simplear.train.grpo_prompts import (
+    evaluation_prompts,
+    grpo_tag_weights,
+    prompts_for_step,
+    training_prompts,
+)
 from simplear.train.grpo_rollout import GuidedPolicy, Rollout, check_policy_config, sample_rollout
 from simplear.train.logging import RunLogger
 from simplear.utils import (
@@ -125,14 +130,6 @@ class GRPOConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def grpo_tag_weights(text: str) -> dict[str, float]:
-    """GRPO's ShapesWorld prompt mix: `TAG=W,...` over equal weights for GenEval's six tags."""
-    from simplear.data.shapes import TAGS, parse_tag_weights
-
-    equal = dict.fromkeys(TAGS, 1.0)
-    return parse_tag_weights(text, equal) if text else equal
 
 
 # ---- distributed helpers ---------------------------------------------------------------------

@@ -37,7 +37,6 @@ def training_prompts(config: GRPOConfig, pool_size: int = 4096) -> list[dict]:
 
     from simplear.data.captions import canonical_prompt
     from simplear.data.shapes import TAGS, ShapesConfig, sample_metadata
-    from simplear.train.grpo import grpo_tag_weights
 
     mix = grpo_tag_weights(config.tag_weights)
     shapes_config = ShapesConfig(tag_weights=tuple((tag, mix[tag]) for tag in TAGS))
@@ -47,6 +46,14 @@ def training_prompts(config: GRPOConfig, pool_size: int = 4096) -> list[dict]:
         line = sample_metadata(rng, shapes_config)
         pool.append({**line, "prompt": canonical_prompt(line)})
     return pool
+
+
+def grpo_tag_weights(text: str) -> dict[str, float]:
+    """GRPO's ShapesWorld prompt mix: `TAG=W,...` over equal weights for GenEval's six tags."""
+    from simplear.data.shapes import TAGS, parse_tag_weights
+
+    equal = dict.fromkeys(TAGS, 1.0)
+    return parse_tag_weights(text, equal) if text else equal
 
 
 def evaluation_prompts(config: GRPOConfig) -> list[dict]:
